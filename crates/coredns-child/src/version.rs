@@ -1,0 +1,24 @@
+//! The child's own version string, for `-version`.
+
+use std::io;
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `coredns -version` and returns its first line (e.g. `CoreDNS-1.14.7`).
+pub fn coredns_version(binary: &Path) -> io::Result<String> {
+    let out = Command::new(binary)
+        .arg("-version")
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", binary.display())))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "{} -version printed nothing ({})",
+                binary.display(),
+                out.status
+            ))
+        })
+}

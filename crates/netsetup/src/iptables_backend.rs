@@ -1,0 +1,354 @@
+//! The iptables/ip6tables backend, on the `iptables` crate.
+//!
+//! The crate's own `--wait` waits forever on a held xtables lock; we turn it off and pass a
+//! bounded `-w` so a stuck lock becomes an `iptables_lock` error instead of a hung agent.
+//! Exit statuses, not stderr text, tell the outcome: `-C` gives 1 for "no such rule", and
+//! iptables gives 4 (RESOURCE_PROBLEM) when it gave up waiting for the lock.
+
+use std::process::Output;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::filter::{EnsureReport, FilterError, PacketFilter};
+use crate::rules::{Rule, COMMENT_ALLOW_TRAFFIC, COMMENT_SKIP_CONNTRACK};
+
+const LOCK_WAIT_SECS: u32 = 5;
+const EXIT_RULE_ABSENT: i32 = 1;
+const EXIT_RESOURCE_PROBLEM: i32 = 4;
+
+pub struct IptablesBackend {
+    ipt: iptables::IPTables,
+}
+
+enum Check {
+    Present,
+    Absent,
+}
+
+impl IptablesBackend {
+    pub fn new(ipv6: bool) -> Result<Self, FilterError> {
+        let tool = if ipv6 { "ip6tables" } else { "iptables" };
+        let mut ipt = iptables::new(ipv6).map_err(|e| FilterError::Unavailable {
+            tool,
+            reason: e.to_string(),
+        })?;
+        ipt.has_wait = false;
+        Ok(Self { ipt })
+    }
+
+    /// The same backend through a specific binary (`iptables-legacy`, `ip6tables-nft`, ...);
+    /// its `-save` and `-restore` companions are used alongside.
+    pub fn with_command(ipv6: bool, cmd: &'static str) -> Result<Self, FilterError> {
+        let mut backend = Self::new(ipv6)?;
+        backend.ipt.cmd = cmd;
+        Ok(backend)
+    }
+
+    fn run(&self, op: &str, rule: &Rule) -> Result<Output, FilterError> {
+        let command = format!("{op} {} {} -w {LOCK_WAIT_SECS}", rule.chain, rule.spec());
+        self.ipt
+            .execute(rule.table.as_str(), &command)
+            .map_err(|e| FilterError::Unavailable {
+                tool: self.ipt.cmd,
+                reason: e.to_string(),
+            })
+    }
+
+    fn failure(&self, rule: &impl std::fmt::Display, out: &Output) -> FilterError {
+        if out.status.code() == Some(EXIT_RESOURCE_PROBLEM) {
+            FilterError::Lock {
+                tool: self.ipt.cmd,
+                wait_secs: LOCK_WAIT_SECS,
+                rule: rule.to_string(),
+            }
+        } else {
+            FilterError::Command {
+                tool: self.ipt.cmd,
+                rule: rule.to_string(),
+                reason: format!(
+                    "{} ({})",
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    out.status
+                ),
+            }
+        }
+    }
+
+    fn check(&self, rule: &Rule) -> Result<Check, FilterError> {
+        let out = self.run("-C", rule)?;
+        match out.status.code() {
+            Some(0) => Ok(Check::Present),
+            Some(EXIT_RULE_ABSENT) => Ok(Check::Absent),
+            _ => Err(self.failure(rule, &out)),
+        }
+    }
+
+    /// Applies `op` to `rules` in one `iptables-restore --noflush` call: `Op::Insert` gives the
+    /// same result as one `-I CHAIN 1` per rule in this order (so the same `iptables-save`
+    /// output), in one transaction instead of one process per rule.
+    fn batch(&self, op: Op, rules: &[&Rule]) -> Result<(), FilterError> {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let mut input = String::new();
+        for table in tables_of(rules.iter().copied()) {
+            input.push_str(&format!("*{table}\n"));
+            for rule in rules.iter().filter(|r| r.table.as_str() == table) {
+                let line = match op {
+                    Op::Insert => format!("-I {} 1 {}\n", rule.chain, rule.spec()),
+                    Op::Delete => format!("-D {} {}\n", rule.chain, rule.spec()),
+                };
+                input.push_str(&line);
+            }
+            input.push_str("COMMIT\n");
+        }
+        let restore = format!("{}-restore", self.ipt.cmd);
+        let what = format!("{restore} --noflush ({op:?} {} rules)", rules.len());
+        let unavailable = |e: std::io::Error| FilterError::Unavailable {
+            tool: self.ipt.cmd,
+            reason: format!("{restore}: {e}"),
+        };
+        let mut child = Command::new(&restore)
+            .args(["--noflush", "-w", &LOCK_WAIT_SECS.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(unavailable)?;
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input.as_bytes())
+            .map_err(unavailable)?;
+        let out = child.wait_with_output().map_err(unavailable)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(self.failure(&what, &out))
+        }
+    }
+
+    /// `-D` until iptables says there is no such rule: every copy goes, one call per copy
+    /// plus one.
+    fn remove_all_copies(&self, rule: &Rule) -> Result<usize, FilterError> {
+        let mut removed = 0;
+        loop {
+            let out = self.run("-D", rule)?;
+            match out.status.code() {
+                Some(0) => removed += 1,
+                Some(EXIT_RULE_ABSENT) => return Ok(removed),
+                _ => return Err(self.failure(rule, &out)),
+            }
+        }
+    }
+
+    /// The `iptables-save` lines of the tables `rules` live in, duplicates kept.
+    fn saved_lines(&self, rules: &[Rule]) -> Result<Vec<String>, FilterError> {
+        let tables = tables_of(rules.iter());
+        let save = format!("{}-save", self.ipt.cmd);
+        let mut lines = Vec::new();
+        for table in tables {
+            let out = Command::new(&save)
+                .args(["-t", table])
+                .output()
+                .map_err(|e| FilterError::Unavailable {
+                    tool: self.ipt.cmd,
+                    reason: format!("{save}: {e}"),
+                })?;
+            if !out.status.success() {
+                return Err(FilterError::Unavailable {
+                    tool: self.ipt.cmd,
+                    reason: format!(
+                        "{save} -t {table}: {} ({})",
+                        String::from_utf8_lossy(&out.stderr).trim(),
+                        out.status
+                    ),
+                });
+            }
+            lines.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+        Ok(lines)
+    }
+}
+
+impl IptablesBackend {
+    /// Returns how many rules the batch deleted and whether any line of ours is left.
+    fn remove_batch(&self, rules: &[Rule]) -> Result<(usize, bool), FilterError> {
+        let saved = self.saved_lines(rules)?;
+        let copies: Vec<&Rule> = rules
+            .iter()
+            .flat_map(|r| {
+                let n = saved.iter().filter(|l| *l == r.saved_form()).count();
+                std::iter::repeat_n(r, n)
+            })
+            .collect();
+        self.batch(Op::Delete, &copies)?;
+        let left = self.saved_lines(rules)?.iter().any(|l| is_ours(l));
+        Ok((copies.len(), left))
+    }
+}
+
+/// How much checking an `ensure` pass needs, judged from one `iptables-save` per table.
+/// Each table the rules live in, once.
+fn tables_of<'a>(rules: impl Iterator<Item = &'a Rule>) -> Vec<&'static str> {
+    let mut tables: Vec<&'static str> = rules.map(|r| r.table.as_str()).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    tables
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Insert,
+    Delete,
+}
+
+fn is_ours(saved_line: &str) -> bool {
+    saved_line.contains(COMMENT_SKIP_CONNTRACK) || saved_line.contains(COMMENT_ALLOW_TRAFFIC)
+}
+
+enum Plan {
+    /// Every rule's saved form is there: nothing to do.
+    AllPresent,
+    /// None of our comments appear anywhere: nothing of ours exists, insert without checks.
+    NoneOfOurs,
+    /// Anything else: check each rule and insert the missing ones.
+    CheckEach,
+}
+
+fn plan(rules: &[Rule], saved: &[String]) -> Plan {
+    let saved_set: HashSet<&str> = saved.iter().map(String::as_str).collect();
+    if rules.iter().all(|r| saved_set.contains(r.saved_form())) {
+        Plan::AllPresent
+    } else if !saved.iter().any(|l| is_ours(l)) {
+        Plan::NoneOfOurs
+    } else {
+        Plan::CheckEach
+    }
+}
+
+impl PacketFilter for IptablesBackend {
+    fn name(&self) -> &'static str {
+        self.ipt.cmd
+    }
+
+    /// Two `iptables-save` calls decide the common cases (all there; nothing of ours there);
+    /// only a partial set falls back to upstream's per-rule check-then-insert.
+    fn ensure(&self, rules: &[Rule]) -> Result<EnsureReport, FilterError> {
+        let mut report = EnsureReport {
+            checked: rules.len(),
+            inserted: 0,
+        };
+        let missing: Vec<&Rule> = match plan(rules, &self.saved_lines(rules)?) {
+            Plan::AllPresent => return Ok(report),
+            Plan::NoneOfOurs => rules.iter().collect(),
+            Plan::CheckEach => {
+                let mut missing = Vec::new();
+                for rule in rules {
+                    if let Check::Absent = self.check(rule)? {
+                        missing.push(rule);
+                    }
+                }
+                missing
+            }
+        };
+        self.batch(Op::Insert, &missing)?;
+        report.inserted = missing.len();
+        Ok(report)
+    }
+
+    /// One batch deletes every copy `iptables-save` shows; if anything carrying our comments is
+    /// still there afterwards (printed differently than predicted, say), each rule is deleted
+    /// until iptables reports it absent.
+    fn remove(&self, rules: &[Rule]) -> Result<usize, Vec<FilterError>> {
+        let mut removed = 0;
+        let mut errors = Vec::new();
+        match self.remove_batch(rules) {
+            Ok((n, false)) => return Ok(n),
+            Ok((n, true)) => removed += n,
+            Err(e) => errors.push(e),
+        }
+        for rule in rules {
+            match self.remove_all_copies(rule) {
+                Ok(n) => removed += n,
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(removed)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    use super::*;
+    use crate::rules::node_cache_rules;
+
+    fn backend() -> IptablesBackend {
+        IptablesBackend {
+            ipt: iptables::IPTables {
+                cmd: "iptables",
+                has_check: true,
+                has_wait: false,
+                is_numeric: false,
+            },
+        }
+    }
+
+    fn exited(code: i32, stderr: &str) -> Output {
+        Output {
+            status: ExitStatus::from_raw(code << 8),
+            stdout: Vec::new(),
+            stderr: stderr.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn exit_status_4_is_a_lock_error() {
+        let rule = &node_cache_rules(&["169.254.20.10".parse().unwrap()], 53, 8080)[0];
+        let e = backend().failure(
+            rule,
+            &exited(4, "Another app is currently holding the xtables lock."),
+        );
+        assert_eq!(e.metric_label(), "iptables_lock");
+        assert!(
+            e.to_string().contains("xtables lock still held after 5s"),
+            "{e}"
+        );
+        let e = backend().failure(rule, &exited(2, "Bad argument"));
+        assert_eq!(e.metric_label(), "iptables");
+        assert!(e.to_string().contains("Bad argument"), "{e}");
+    }
+
+    #[test]
+    fn the_plan_never_skips_a_check_it_needs() {
+        let rules = node_cache_rules(&["169.254.20.10".parse().unwrap()], 53, 8080);
+        let all: Vec<String> = rules.iter().map(|r| r.saved_form().to_string()).collect();
+        assert!(matches!(plan(&rules, &all), Plan::AllPresent));
+        assert!(matches!(plan(&rules, &[]), Plan::NoneOfOurs));
+        // One of ours missing, or ours printed differently than predicted: check each.
+        let mut partial = all.clone();
+        partial.remove(3);
+        assert!(matches!(plan(&rules, &partial), Plan::CheckEach));
+        let respelled: Vec<String> = all.iter().map(|l| l.replace(" -m udp", "")).collect();
+        assert!(matches!(plan(&rules, &respelled), Plan::CheckEach));
+    }
+
+    #[test]
+    fn the_crates_unbounded_wait_stays_off() {
+        assert!(!backend().ipt.has_wait);
+    }
+}

@@ -1,0 +1,304 @@
+//! The backends against the real kernel: each test runs in a fresh network namespace of its
+//! own (testbed::in_fresh_netns), with real iptables and real rtnetlink.
+
+use std::net::IpAddr;
+use std::process::Command;
+
+use anyhow::{ensure, Result};
+use netsetup::{node_cache_rules, Interface, IptablesBackend, PacketFilter};
+use testbed::{in_fresh_netns, run};
+
+const GOLDEN: &str = include_str!("golden/rules-169.254.20.10_10.96.0.10.iptables-save");
+
+fn ips(list: &[&str]) -> Vec<IpAddr> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+/// `raw` then `filter`, keeping only what the compat file holds.
+fn saved_rules(save: &str) -> Result<String> {
+    let mut out = String::new();
+    for table in ["raw", "filter"] {
+        for line in run(Command::new(save).args(["-t", table]))?.lines() {
+            if line.starts_with('*') || line.starts_with("-A") || line == "COMMIT" {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn rules_are_byte_identical_to_upstream_and_idempotent() -> Result<()> {
+    in_fresh_netns(|| {
+        let rules = node_cache_rules(&ips(&["169.254.20.10", "10.96.0.10"]), 53, 8080);
+        let backend = IptablesBackend::new(false)?;
+        let first = backend.ensure(&rules)?;
+        assert_eq!((first.checked, first.inserted), (24, 24));
+        assert_eq!(saved_rules("iptables-save")?, GOLDEN);
+        let second = backend.ensure(&rules)?;
+        assert_eq!(second.inserted, 0, "a second ensure must insert nothing");
+        assert_eq!(saved_rules("iptables-save")?, GOLDEN);
+        // Someone deletes one rule: only that one comes back (the per-rule path).
+        let victim = &rules[5];
+        let spec: Vec<&str> = victim.args.iter().map(String::as_str).collect();
+        run(Command::new("iptables")
+            .args(["-t", victim.table.as_str(), "-D", victim.chain])
+            .args(&spec))?;
+        assert_eq!(backend.ensure(&rules)?.inserted, 1);
+        let ours = saved_rules("iptables-save")?
+            .lines()
+            .filter(|l| l.contains("NodeLocal"))
+            .count();
+        assert_eq!(ours, 24);
+        Ok(())
+    })
+}
+
+#[test]
+fn teardown_removes_every_copy_and_only_ours() -> Result<()> {
+    in_fresh_netns(|| {
+        let rules = node_cache_rules(&ips(&["169.254.20.10"]), 53, 8080);
+        let backend = IptablesBackend::new(false)?;
+        backend.ensure(&rules)?;
+        // A second copy, as a crashed agent racing its successor can leave, and a foreign rule.
+        run(Command::new("iptables")
+            .args(["-t", "raw", "-I", "PREROUTING", "1"])
+            .args([
+                "-p",
+                "udp",
+                "-d",
+                "169.254.20.10",
+                "--dport",
+                "53",
+                "-j",
+                "NOTRACK",
+                "-m",
+                "comment",
+                "--comment",
+                "NodeLocal DNS Cache: skip conntrack",
+            ]))?;
+        run(Command::new("iptables").args([
+            "-t", "filter", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT",
+        ]))?;
+        // Our comment on another agent's IP: not one of our rules, so it must stay (and it
+        // sends teardown down the per-rule path after the batch).
+        run(Command::new("iptables").args([
+            "-t",
+            "raw",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "udp",
+            "-d",
+            "10.0.0.99",
+            "--dport",
+            "53",
+            "-j",
+            "NOTRACK",
+            "-m",
+            "comment",
+            "--comment",
+            "NodeLocal DNS Cache: skip conntrack",
+        ]))?;
+        let removed = backend
+            .remove(&rules)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        assert_eq!(removed, 13);
+        let left = saved_rules("iptables-save")?;
+        let ours_left: Vec<&str> = left
+            .lines()
+            .filter(|l| l.contains("NodeLocal DNS Cache"))
+            .collect();
+        ensure!(
+            ours_left.len() == 1 && ours_left[0].contains("10.0.0.99"),
+            "left behind:\n{left}"
+        );
+        ensure!(
+            left.contains("--dport 22 -j ACCEPT"),
+            "foreign rule removed:\n{left}"
+        );
+        assert_eq!(
+            backend
+                .remove(&rules)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            0
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn ipv6_rules_go_through_ip6tables() -> Result<()> {
+    in_fresh_netns(|| {
+        let rules = node_cache_rules(&ips(&["fd00::a"]), 53, 8080);
+        let backend = IptablesBackend::new(true)?;
+        assert_eq!(backend.name(), "ip6tables");
+        backend.ensure(&rules)?;
+        let saved = saved_rules("ip6tables-save")?;
+        let ours: Vec<&str> = saved.lines().filter(|l| l.contains("NodeLocal")).collect();
+        assert_eq!(ours.len(), 12, "{saved}");
+        assert!(ours.iter().all(|l| l.contains("fd00::a/128")), "{saved}");
+        assert!(!saved_rules("iptables-save")?.contains("NodeLocal"));
+        backend
+            .remove(&rules)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        assert!(!saved_rules("ip6tables-save")?.contains("NodeLocal"));
+        Ok(())
+    })
+}
+
+fn link_addresses(name: &str) -> Result<Option<Vec<String>>> {
+    let out = Command::new("ip")
+        .args(["-br", "addr", "show", "dev", name])
+        .output()?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    Ok(Some(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .skip(2)
+            // The kernel's own IPv6 link-local address on any link brought up.
+            .filter(|a| !a.starts_with("fe80:"))
+            .map(str::to_string)
+            .collect(),
+    ))
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn interface_holds_the_local_ips_and_is_repaired_minimally() -> Result<()> {
+    in_fresh_netns(|| {
+        block_on(async {
+            let iface = Interface::new("nodelocaldns", &ips(&["169.254.20.10", "10.96.0.10"]))?;
+            let report = iface.ensure().await?;
+            assert!(report.created.is_some());
+            assert_eq!(report.addresses_added.len(), 2);
+            assert_eq!(
+                link_addresses("nodelocaldns")?,
+                Some(vec!["169.254.20.10/32".into(), "10.96.0.10/32".into()])
+            );
+            // The local route is what makes the kernel deliver to us.
+            let route = run(Command::new("ip").args(["route", "get", "10.96.0.10"]))?;
+            assert!(route.starts_with("local 10.96.0.10"), "{route}");
+
+            // Someone removes one address and adds one of theirs: only ours comes back.
+            run(Command::new("ip").args(["addr", "del", "10.96.0.10/32", "dev", "nodelocaldns"]))?;
+            run(Command::new("ip").args(["addr", "add", "192.0.2.9/32", "dev", "nodelocaldns"]))?;
+            assert!(!iface.is_complete().await?);
+            let repair = iface.ensure().await?;
+            assert_eq!(repair.created, None);
+            assert_eq!(repair.addresses_added, ips(&["10.96.0.10"]));
+            assert!(iface.is_complete().await?);
+            assert_eq!(
+                iface.ensure().await?,
+                Default::default(),
+                "nothing left to do"
+            );
+
+            assert!(iface.remove().await?);
+            assert_eq!(link_addresses("nodelocaldns")?, None);
+            assert!(
+                !iface.remove().await?,
+                "removing an absent link is not an error"
+            );
+            Ok(())
+        })
+    })
+}
+
+#[test]
+fn ipv6_addresses_are_usable_at_once() -> Result<()> {
+    in_fresh_netns(|| {
+        block_on(async {
+            let iface = Interface::new("nodelocaldns", &ips(&["fd00::a"]))?;
+            iface.ensure().await?;
+            let addrs =
+                run(Command::new("ip").args(["-6", "addr", "show", "dev", "nodelocaldns"]))?;
+            assert!(addrs.contains("fd00::a/128"), "{addrs}");
+            assert!(!addrs.contains("tentative"), "DAD must be off: {addrs}");
+            // Binding proves the address is usable right now.
+            std::net::UdpSocket::bind("[fd00::a]:0")?;
+            Ok(())
+        })
+    })
+}
+
+#[test]
+fn link_and_address_removals_arrive_as_events() -> Result<()> {
+    in_fresh_netns(|| {
+        block_on(async {
+            let iface = Interface::new("nodelocaldns", &ips(&["169.254.20.10"]))?;
+            iface.ensure().await?;
+            let mut events = netsetup::NetworkEvents::subscribe()?;
+            let within = std::time::Duration::from_secs(5);
+            run(Command::new("ip").args([
+                "addr",
+                "del",
+                "169.254.20.10/32",
+                "dev",
+                "nodelocaldns",
+            ]))?;
+            let event = tokio::time::timeout(within, events.next()).await?;
+            assert_eq!(event, Some(netsetup::NetworkEvent::AddressRemoved));
+            run(Command::new("ip").args(["link", "del", "nodelocaldns"]))?;
+            let event = tokio::time::timeout(within, events.next()).await?;
+            assert_eq!(event, Some(netsetup::NetworkEvent::Link));
+            Ok(())
+        })
+    })
+}
+
+/// A held xtables lock (legacy iptables takes `/run/xtables.lock`) is an `iptables_lock` error
+/// after the bounded wait, not a hang; the rules go in once it is released.
+#[test]
+fn a_held_xtables_lock_is_a_bounded_lock_error() -> Result<()> {
+    in_fresh_netns(|| {
+        let rules = node_cache_rules(&ips(&["169.254.20.10"]), 53, 8080);
+        let backend = IptablesBackend::with_command(false, "iptables-legacy")?;
+        // Held by this test as another iptables user would hold it; released on drop.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/run/xtables.lock")?;
+        let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| anyhow::anyhow!("taking the xtables lock: {e}"))?;
+        let started = std::time::Instant::now();
+        let outcome = backend.ensure(&rules);
+        let took = started.elapsed();
+        drop(held);
+        let err = outcome.expect_err("the lock is held");
+        assert_eq!(err.metric_label(), "iptables_lock", "{err}");
+        assert!(
+            took < std::time::Duration::from_secs(20),
+            "bounded wait, took {took:?}"
+        );
+        eprintln!(
+            "figure: held xtables lock -> error after {} ms",
+            took.as_millis()
+        );
+        assert_eq!(
+            backend.ensure(&rules)?.inserted,
+            12,
+            "after release the rules go in"
+        );
+        let saved = run(&mut Command::new("iptables-legacy-save"))?;
+        assert_eq!(
+            saved.lines().filter(|l| l.contains("NodeLocal")).count(),
+            12
+        );
+        backend
+            .remove(&rules)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Ok(())
+    })
+}

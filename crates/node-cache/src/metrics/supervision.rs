@@ -1,0 +1,101 @@
+//! Our metrics beyond upstream's: how the supervision of CoreDNS is going.
+//!
+//! - `coredns_nodecache_coredns_restarts_total{reason="exited|hung"}`
+//! - `coredns_nodecache_reloads_total{result="ok|failed"}`
+//! - `coredns_nodecache_fail_open`: 1 while the rules are withdrawn because CoreDNS cannot serve
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RestartReason {
+    Exited,
+    Hung,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReloadResult {
+    Ok,
+    Failed,
+}
+
+impl EncodeLabelValue for RestartReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        let label = match self {
+            RestartReason::Exited => "exited",
+            RestartReason::Hung => "hung",
+        };
+        std::fmt::Write::write_str(encoder, label)
+    }
+}
+
+impl EncodeLabelValue for ReloadResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        let label = match self {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Failed => "failed",
+        };
+        std::fmt::Write::write_str(encoder, label)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RestartLabels {
+    reason: RestartReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: ReloadResult,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Supervision {
+    restarts: Family<RestartLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+    fail_open: Gauge,
+}
+
+impl Supervision {
+    /// Registers every series, each label pre-set to 0 so dashboards see them from the start.
+    pub fn register(registry: &mut Registry) -> Self {
+        let s = Self::default();
+        for reason in [RestartReason::Exited, RestartReason::Hung] {
+            drop(s.restarts.get_or_create(&RestartLabels { reason }));
+        }
+        for result in [ReloadResult::Ok, ReloadResult::Failed] {
+            drop(s.reloads.get_or_create(&ReloadLabels { result }));
+        }
+        registry.register(
+            "coredns_nodecache_coredns_restarts",
+            "CoreDNS child restarts by the agent, by reason",
+            s.restarts.clone(),
+        );
+        registry.register(
+            "coredns_nodecache_reloads",
+            "Corefile reloads signalled to CoreDNS, by outcome",
+            s.reloads.clone(),
+        );
+        registry.register(
+            "coredns_nodecache_fail_open",
+            "1 while the rules are withdrawn because CoreDNS cannot serve",
+            s.fail_open.clone(),
+        );
+        s
+    }
+
+    pub fn restart(&self, reason: RestartReason) {
+        self.restarts.get_or_create(&RestartLabels { reason }).inc();
+    }
+
+    pub fn reload(&self, result: ReloadResult) {
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    pub fn set_fail_open(&self, on: bool) {
+        self.fail_open.set(i64::from(on));
+    }
+}

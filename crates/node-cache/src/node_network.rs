@@ -1,0 +1,163 @@
+//! The node's network state node-cache owns, driven from the event loop: the interface with the
+//! local IPs and the packet-filter rules. Errors are counted under upstream's metric labels.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use netsetup::{node_cache_rules, Interface, IptablesBackend, PacketFilter, Rule};
+
+use crate::flags::Config;
+use crate::metrics::{ErrorType, Metrics};
+
+pub struct NodeNetwork {
+    interface: Option<Interface>,
+    filter: Option<Arc<dyn PacketFilter>>,
+    rules: Arc<Vec<Rule>>,
+    metrics: Metrics,
+}
+
+/// The library errors name their upstream metric label; this finds the matching counter.
+fn error_type(label: &str) -> ErrorType {
+    ErrorType::ALL
+        .into_iter()
+        .find(|t| t.label() == label)
+        .unwrap_or(ErrorType::Iptables)
+}
+
+impl NodeNetwork {
+    /// Opens what the flags ask for; touches nothing yet.
+    pub fn new(config: &Config, metrics: Metrics) -> Result<Self> {
+        let interface = if config.setup_interface {
+            Some(Interface::new(&config.interface_name, &config.local_ips)?)
+        } else {
+            None
+        };
+        let filter: Option<Arc<dyn PacketFilter>> = if config.setup_iptables {
+            let ipv6 = config.local_ips.first().is_some_and(|ip| ip.is_ipv6());
+            Some(Arc::new(IptablesBackend::new(ipv6).inspect_err(|_| {
+                metrics.setup_error(ErrorType::Iptables);
+            })?))
+        } else {
+            None
+        };
+        Ok(Self {
+            interface,
+            filter,
+            rules: Arc::new(node_cache_rules(
+                &config.local_ips,
+                config.dns_port,
+                config.health_port,
+            )),
+            metrics,
+        })
+    }
+
+    /// Creates the interface and adds missing addresses. Returns whether anything changed; an
+    /// error is counted and returned.
+    pub async fn ensure_interface(&self) -> Result<bool> {
+        let Some(interface) = &self.interface else {
+            return Ok(false);
+        };
+        match interface.ensure().await {
+            Ok(report) => {
+                if report.changed() {
+                    tracing::info!(
+                        interface = interface.name(),
+                        created = ?report.created,
+                        set_up = report.set_up,
+                        added = ?report.addresses_added,
+                        "interface ensured"
+                    );
+                }
+                Ok(report.changed())
+            }
+            Err(e) => {
+                self.metrics.setup_error(error_type(e.metric_label()));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Inserts missing rules, off the async runtime (iptables blocks). An error is counted and
+    /// returned.
+    pub async fn ensure_rules(&self) -> Result<()> {
+        let Some(filter) = self.filter.clone() else {
+            return Ok(());
+        };
+        let rules = self.rules.clone();
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || filter.ensure(&rules)).await?;
+        match result {
+            Ok(report) if report.inserted > 0 => {
+                tracing::info!(
+                    inserted = report.inserted,
+                    checked = report.checked,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "rules ensured"
+                );
+                Ok(())
+            }
+            Ok(report) => {
+                tracing::debug!(
+                    checked = report.checked,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "rules in place"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.setup_error(error_type(e.metric_label()));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Removes every copy of our rules. Errors are counted and logged; returns whether all went.
+    pub async fn remove_rules(&self) -> bool {
+        let Some(filter) = self.filter.clone() else {
+            return true;
+        };
+        let rules = self.rules.clone();
+        match tokio::task::spawn_blocking(move || filter.remove(&rules)).await {
+            Ok(Ok(removed)) => {
+                tracing::info!(removed, "rules removed");
+                true
+            }
+            Ok(Err(errors)) => {
+                for e in errors {
+                    self.metrics.setup_error(error_type(e.metric_label()));
+                    tracing::error!("removing rules: {e}");
+                }
+                false
+            }
+            Err(e) => {
+                tracing::error!("rule removal task failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Removes the rules, then the interface: the other order would leave rules steering the
+    /// kube-dns IP to an address that no longer exists. Keeps going past errors and logs each.
+    /// Returns whether everything was removed.
+    pub async fn teardown(&self) -> bool {
+        let mut clean = self.remove_rules().await;
+        if let Some(interface) = &self.interface {
+            match interface.remove().await {
+                Ok(true) => tracing::info!(interface = interface.name(), "interface removed"),
+                Ok(false) => {}
+                Err(e) => {
+                    clean = false;
+                    tracing::error!("teardown: {e}");
+                }
+            }
+        }
+        clean
+    }
+
+    /// Whether the flags asked for an interface (and so for interface events).
+    pub fn manages_interface(&self) -> bool {
+        self.interface.is_some()
+    }
+}

@@ -1,0 +1,138 @@
+//! The lifecycle around the serving loop: metrics endpoint, first render, interface; then
+//! [`crate::serving`] runs CoreDNS until a signal; then teardown (CoreDNS stopped, rules
+//! removed, interface removed) unless `-skipteardown`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::corefile_sync::CorefileSync;
+use crate::flags::Config;
+use crate::metrics::{self, Metrics};
+use crate::node_network::NodeNetwork;
+use crate::peers::{self, Presence, Role};
+use crate::serving::Serving;
+
+/// How long we wait for the peer lock; a holder that hangs must not stop us for good.
+const PEER_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+pub async fn run(config: Config) -> ExitCode {
+    match supervise(config).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cluster_dns_from_env(config: &Config) -> Option<String> {
+    std::env::var(corefile::service_host_env(&config.upstream_svc)).ok()
+}
+
+async fn supervise(config: Config) -> Result<ExitCode> {
+    let started = Instant::now();
+    // Handlers first: a SIGTERM from here on always reaches our teardown, and while teardown
+    // runs further SIGTERM/SIGINT are swallowed by these handlers instead of killing us.
+    let mut signals = Signals::install()?;
+    crate::reaper::start_if_pid1();
+    let metrics = Metrics::new();
+    let listener = metrics::bind(&config.metrics_listen_address)
+        .with_context(|| format!("-metrics-listen-address {}", config.metrics_listen_address))?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(metrics::serve(listener, metrics.clone(), async {
+        let _ = metrics_stopped.await;
+    }));
+    tracing::info!(
+        local_ips = ?config.local_ips,
+        interface = %config.interface_name,
+        sync_interval = ?config.sync_interval,
+        coredns = %config.coredns_binary.display(),
+        "node-cache {} starting", crate::info::VERSION
+    );
+
+    let mut corefile = CorefileSync::new(&config, cluster_dns_from_env(&config), metrics.clone());
+    corefile.refresh()?;
+    let network = NodeNetwork::new(&config, metrics.clone())?;
+    // Register before touching the node, under the lock a stopping peer holds while it decides
+    // whether it is the last one out.
+    let mut presence = {
+        let _lock = peers::lock(&config.interface_name, PEER_LOCK_WAIT).await;
+        Presence::register(&config.interface_name).context("registering with peer instances")?
+    };
+    let others = presence.others(Role::Present);
+    if !others.is_empty() {
+        tracing::info!(peers = ?others, "other node-cache instance(s) run here; adopting the interface and rules");
+    }
+
+    let result = async {
+        // CoreDNS's `bind` needs the addresses before it listens.
+        network
+            .ensure_interface()
+            .await
+            .context("setting up the interface")?;
+        let mut serving = Serving::new(
+            &config,
+            &mut corefile,
+            &network,
+            &mut presence,
+            metrics.clone(),
+            started,
+        );
+        let stop = serving.run(&mut signals).await;
+        serving.drain().await;
+        serving.stop_child().await;
+        Ok::<_, anyhow::Error>(stop)
+    }
+    .await;
+    let code = match result {
+        Ok(name) => {
+            tracing::info!("{name} received; shutting down");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    };
+    if config.skip_teardown {
+        tracing::info!("-skipteardown: leaving the interface and rules in place");
+    } else {
+        // Under the lock: no peer can register between our look and our teardown.
+        let _lock = peers::lock(&config.interface_name, PEER_LOCK_WAIT).await;
+        presence.withdraw();
+        let others = presence.others(Role::Present);
+        if !others.is_empty() {
+            tracing::info!(peers = ?others, "other node-cache instance(s) still run; leaving the interface and rules to them");
+        } else if !network.teardown().await {
+            tracing::error!("teardown incomplete; see the errors above");
+        }
+    }
+    let _ = stop_metrics.send(());
+    tracing::info!(took_ms = started.elapsed().as_millis() as u64, "exiting");
+    Ok(code)
+}

@@ -1,0 +1,146 @@
+//! Running node-cache in a topology's node namespace with the addon manifest's flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::topology::names;
+use crate::{addrs, wait_until, workspace_root, Dig, Process, Topology, Transport};
+
+/// The addon manifest's arguments (SPEC §1), before the per-test paths.
+pub const ADDON_ARGS: [&str; 4] = [
+    "-localip",
+    "169.254.20.10,10.96.0.10",
+    "-upstreamsvc",
+    "kube-dns-upstream",
+];
+
+/// The interface name node-cache uses by default.
+pub const INTERFACE: &str = "nodelocaldns";
+
+/// The addon's base Corefile after the operator's `sed` for iptables mode: the raw template
+/// from `templates/Corefile.base` with the domain, link-local IP and kube-dns IP filled in.
+pub fn addon_corefile_iptables_mode() -> Result<String> {
+    let raw = std::fs::read_to_string(workspace_root().join("templates/Corefile.base"))
+        .context("reading templates/Corefile.base")?;
+    Ok(raw
+        .replace("__PILLAR__DNS__DOMAIN__", "cluster.local")
+        .replace("__PILLAR__LOCAL__DNS__", addrs::LINK_LOCAL)
+        .replace("__PILLAR__DNS__SERVER__", addrs::KUBE_DNS_SVC))
+}
+
+/// Paths of one node-cache run's files inside the topology's scratch directory.
+pub struct AgentFiles {
+    pub base: PathBuf,
+    pub conf: PathBuf,
+    pub kube_dns: PathBuf,
+    pub pidfile: PathBuf,
+}
+
+impl AgentFiles {
+    /// The same inputs with this instance's own rendered Corefile and pidfile, as a second
+    /// pod on the node (its own container filesystem) would have.
+    pub fn for_instance(&self, topo: &Topology, name: &str) -> Self {
+        Self {
+            base: self.base.clone(),
+            conf: topo.path(&format!("{name}.Corefile")),
+            kube_dns: self.kube_dns.clone(),
+            pidfile: topo.path(&format!("{name}.pid")),
+        }
+    }
+
+    /// Writes the addon base Corefile and a kube-dns ConfigMap with the topology's stub domain.
+    pub fn addon(topo: &Topology) -> Result<Self> {
+        let base = topo.write_base_corefile(&addon_corefile_iptables_mode()?)?;
+        let stub = format!(
+            r#"{{"{}": ["{}"]}}"#,
+            names::STUB_DOMAIN,
+            addrs::STUB_SERVER
+        );
+        let kube_dns = topo.write_kube_dns_configmap(&[("stubDomains", &stub)])?;
+        Ok(Self {
+            base,
+            conf: topo.path("Corefile"),
+            kube_dns,
+            pidfile: topo.path("node-cache.pid"),
+        })
+    }
+
+    /// The addon's flags plus these files, the CoreDNS binary and a metrics port.
+    pub fn args(&self, coredns: &Path) -> Vec<String> {
+        let mut args: Vec<String> = ADDON_ARGS.iter().map(|s| s.to_string()).collect();
+        for (flag, value) in [
+            ("-basecorefile", &self.base),
+            ("-conf", &self.conf),
+            ("-kubednscm", &self.kube_dns),
+            ("-pidfile", &self.pidfile),
+            ("-coredns-binary", &coredns.to_path_buf()),
+        ] {
+            args.push(flag.into());
+            args.push(value.display().to_string());
+        }
+        args
+    }
+}
+
+/// Starts `binary args...` in the node namespace with the upstream Service's env var set, as
+/// the kubelet sets it for the DaemonSet's pods.
+pub fn start_node_cache(topo: &Topology, binary: &Path, args: &[String]) -> Result<Process> {
+    start_named(topo, "node-cache", binary, args)
+}
+
+/// Like [`start_node_cache`], for one of several instances: its log is `<name>.log`.
+pub fn start_named(topo: &Topology, name: &str, binary: &Path, args: &[String]) -> Result<Process> {
+    let mut cmd = topo.node.command(binary);
+    cmd.args(args)
+        .env(
+            "KUBE_DNS_UPSTREAM_SERVICE_HOST",
+            addrs::KUBE_DNS_UPSTREAM_SVC,
+        )
+        .env("RUST_LOG", "info");
+    Process::spawn(name, cmd, &topo.path(&format!("{name}.log")))
+}
+
+/// Waits until all 24 rules of the two addon IPs are in place, or the deadline passes.
+pub fn wait_rules(topo: &Topology, agent: &mut Process, deadline: Duration) -> Result<Duration> {
+    let took = wait_until("node-cache's 24 rules", deadline, || {
+        Ok(agent.try_status()?.is_some() || topo.node_cache_rule_lines()?.len() == 24)
+    })?;
+    if let Some(status) = agent.try_status()? {
+        anyhow::bail!("node-cache exited ({status}):\n{}", agent.log());
+    }
+    Ok(took)
+}
+
+/// One query from the pod namespace.
+pub fn pod_query(
+    topo: &Topology,
+    server: &str,
+    name: &str,
+    qtype: &str,
+    transport: Transport,
+) -> Result<Vec<String>> {
+    Dig {
+        server,
+        name,
+        qtype,
+        transport,
+    }
+    .run(&topo.pod)
+}
+
+/// `curl` from inside the node namespace (the metrics endpoint lives there).
+pub fn node_http_get(topo: &Topology, url: &str) -> Result<String> {
+    topo.node.exec("curl", &["-sS", "--max-time", "5", url])
+}
+
+/// Whether node-cache `pid` has announced that its CoreDNS answers (its abstract socket
+/// `node-cache/<if>/serving/<pid>`, seen in the node namespace's `/proc/net/unix`).
+pub fn announces_serving(topo: &Topology, pid: u32) -> Result<bool> {
+    let table = topo.node.exec("cat", &["/proc/net/unix"])?;
+    let name = format!("@node-cache/{INTERFACE}/serving/{pid}");
+    Ok(table
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some(name.as_str())))
+}

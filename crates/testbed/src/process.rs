@@ -1,0 +1,76 @@
+//! A process started for a test, killed on drop, its output kept in a log file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::wait_until;
+
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Process {
+    /// Spawns `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Self> {
+        let out = File::options().create(true).append(true).open(log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("spawning {name}: {cmd:?}"))?;
+        Ok(Self {
+            name: name.into(),
+            child,
+            log: log.to_path_buf(),
+            status: None,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        kill(Pid::from_raw(self.pid() as i32), signal)
+            .with_context(|| format!("sending {signal} to {}", self.name))
+    }
+
+    /// The exit status if it has exited (reaping it), else None.
+    pub fn try_status(&mut self) -> Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait()?;
+        }
+        Ok(self.status)
+    }
+
+    /// Waits for the process to exit within `deadline`.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Result<ExitStatus> {
+        let what = format!("{} to exit", self.name);
+        wait_until(&what, deadline, || Ok(self.try_status()?.is_some()))
+            .with_context(|| format!("log of {}:\n{}", self.name, self.log()))?;
+        Ok(self.status.expect("set by try_status"))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

