@@ -1,21 +1,7 @@
-//! node-cache: NodeLocal DNSCache's agent as a supervisor around an unmodified CoreDNS.
-//!
-//! Read in this order: `flags` (the command line), `corefile_sync` (rendering the Corefile)
-//! and `config_watch` (its inputs changing), `node_network` (interface and rules),
-//! `supervisor` (start and teardown), `serving` (the event loop that keeps CoreDNS answering),
-//! `metrics` (the agent's Prometheus endpoint).
+//! The node-cache binary: parse the command line, then hand over to the supervisor.
 #![forbid(unsafe_code)]
 
-mod config_watch;
-mod corefile_sync;
-mod flags;
-mod info;
-mod metrics;
-mod node_network;
-mod peers;
-mod reaper;
-mod serving;
-mod supervisor;
+use node_cache::{flags, info, supervisor};
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -1,0 +1,19 @@
+//! node-cache: NodeLocal DNSCache's agent as a supervisor around an unmodified CoreDNS.
+//!
+//! Read in this order: `flags` (the command line), `corefile_sync` (rendering the Corefile)
+//! and `config_watch` (its inputs changing), `node_network` (interface and rules),
+//! `supervisor` (start and teardown), `serving` (the event loop that keeps CoreDNS answering),
+//! `metrics` (the agent's Prometheus endpoint). A library so that the fuzz targets reach the
+//! parsers; `main.rs` is the binary.
+#![forbid(unsafe_code)]
+
+mod config_watch;
+mod corefile_sync;
+pub mod flags;
+pub mod info;
+pub mod metrics;
+mod node_network;
+mod peers;
+mod reaper;
+mod serving;
+pub mod supervisor;
