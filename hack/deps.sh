@@ -8,7 +8,7 @@ set -euo pipefail
 
 declare -A needed=()
 if [ "$#" -eq 0 ]; then
-  set -- iptables=iptables ip=iproute2 dig=dnsutils pgrep=procps shellcheck=shellcheck curl=curl
+  set -- iptables=iptables nft=nftables ip=iproute2 dig=dnsutils pgrep=procps shellcheck=shellcheck curl=curl
 fi
 for pair in "$@"; do
   needed[${pair%%=*}]=${pair#*=}
