@@ -1,8 +1,10 @@
 //! The unmodified CoreDNS binary as a child process: spawn it, probe it over DNS, signal it,
 //! stop it.
-// One `unsafe` block, in `process.rs`: the pre-exec hook that ties CoreDNS's life to ours.
+// `unsafe` only where the kernel interface has no safe wrapper: the pre-exec hook in
+// `process.rs` (CoreDNS's death signal and privileges) and the pidfd calls in `handover.rs`.
 #![deny(unsafe_code)]
 
+pub mod handover;
 pub mod memlimit;
 pub mod output;
 pub mod probe;

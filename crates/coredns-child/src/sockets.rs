@@ -3,15 +3,18 @@
 //! alone does not prove that ours is up. The kernel's socket tables do: a UDP socket bound to
 //! the address whose inode is one of the child's file descriptors.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-/// Socket inodes among `pid`'s open file descriptors.
-fn socket_inodes(pid: u32) -> io::Result<HashSet<u64>> {
-    let mut inodes = HashSet::new();
+/// Socket inodes among `pid`'s open file descriptors, with the descriptor's number.
+pub(crate) fn socket_fds(pid: u32) -> io::Result<HashMap<u64, i32>> {
+    let mut inodes = HashMap::new();
     for fd in fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
+        let Ok(number) = fd.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if let Ok(target) = fs::read_link(fd.path()) {
             let target = target.to_string_lossy();
             if let Some(n) = target
@@ -19,12 +22,16 @@ fn socket_inodes(pid: u32) -> io::Result<HashSet<u64>> {
                 .and_then(|t| t.strip_suffix(']'))
             {
                 if let Ok(inode) = n.parse() {
-                    inodes.insert(inode);
+                    inodes.insert(inode, number);
                 }
             }
         }
     }
     Ok(inodes)
+}
+
+fn socket_inodes(pid: u32) -> io::Result<HashSet<u64>> {
+    Ok(socket_fds(pid)?.into_keys().collect())
 }
 
 /// `/proc/net/udp{,6}` writes the local address as the in-memory bytes of the address in hex,
@@ -43,13 +50,47 @@ fn encode_local(addr: &SocketAddr) -> String {
     format!("{ip}:{:04X}", addr.port())
 }
 
-/// Whether process `pid` holds a UDP socket bound to `addr`.
-pub fn has_udp_socket_on(pid: u32, addr: SocketAddr) -> io::Result<bool> {
+fn udp_table(pid: u32, addr: &SocketAddr) -> io::Result<String> {
     let table = match addr {
         SocketAddr::V4(_) => "udp",
         SocketAddr::V6(_) => "udp6",
     };
-    let rows = fs::read_to_string(format!("/proc/{pid}/net/{table}"))?;
+    fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+}
+
+/// One row of `/proc/net/udp{,6}`: the socket's inode and its receive queue in bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct UdpRow {
+    pub inode: u64,
+    pub rx_queue: u64,
+}
+
+/// The rows of sockets bound to `local` (as [`encode_local`] writes it).
+fn rows_bound_to(rows: &str, local: &str) -> Vec<UdpRow> {
+    rows.lines()
+        .skip(1)
+        .filter_map(|row| {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            if cols.get(1) != Some(&local) {
+                return None;
+            }
+            let rx_queue = cols.get(4)?.split_once(':')?.1;
+            Some(UdpRow {
+                inode: cols.get(9)?.parse().ok()?,
+                rx_queue: u64::from_str_radix(rx_queue, 16).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The UDP sockets bound to `addr` in `pid`'s network namespace.
+pub(crate) fn udp_sockets_on(pid: u32, addr: &SocketAddr) -> io::Result<Vec<UdpRow>> {
+    Ok(rows_bound_to(&udp_table(pid, addr)?, &encode_local(addr)))
+}
+
+/// Whether process `pid` holds a UDP socket bound to `addr`.
+pub fn has_udp_socket_on(pid: u32, addr: SocketAddr) -> io::Result<bool> {
+    let rows = udp_table(pid, &addr)?;
     Ok(bound_inode_in(
         &rows,
         &encode_local(&addr),
@@ -58,14 +99,9 @@ pub fn has_udp_socket_on(pid: u32, addr: SocketAddr) -> io::Result<bool> {
 }
 
 fn bound_inode_in(rows: &str, local: &str, inodes: &HashSet<u64>) -> bool {
-    rows.lines().skip(1).any(|row| {
-        let cols: Vec<&str> = row.split_whitespace().collect();
-        cols.get(1) == Some(&local)
-            && cols
-                .get(9)
-                .and_then(|i| i.parse::<u64>().ok())
-                .is_some_and(|i| inodes.contains(&i))
-    })
+    rows_bound_to(rows, local)
+        .iter()
+        .any(|row| inodes.contains(&row.inode))
 }
 
 #[cfg(test)]
@@ -97,6 +133,14 @@ mod tests {
         assert!(
             !bound_inode_in(rows, "0100007F:0001", &HashSet::new()),
             "not our inode"
+        );
+        let queued = "h\n 1: 0A14FEA9:0035 00000000:0000 07 00000000:00000340 00:00000000 00000000 0 0 77 2 0000000000000000 0\n";
+        assert_eq!(
+            rows_bound_to(queued, "0A14FEA9:0035"),
+            vec![UdpRow {
+                inode: 77,
+                rx_queue: 0x340
+            }]
         );
     }
 }

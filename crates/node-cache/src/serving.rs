@@ -52,6 +52,9 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// to answer (kubelet's default grace period is 30 s; stopping and teardown need the rest).
 const DRAIN_MAX: Duration = Duration::from_secs(20);
 const DRAIN_POLL: Duration = Duration::from_millis(20);
+/// After our sockets stop getting new queries, how long CoreDNS gets to read what was queued.
+const HANDOVER_QUEUE_MAX: Duration = Duration::from_secs(1);
+const HANDOVER_QUEUE_POLL: Duration = Duration::from_millis(2);
 /// Netlink events closer together than this are one repair.
 const REPAIR_SETTLE: Duration = Duration::from_millis(5);
 
@@ -497,11 +500,11 @@ impl<'a> Serving<'a> {
     }
 
     /// Stops the CoreDNS that is running (if any). Alone: SIGTERM, then SIGKILL after a grace
-    /// period, as upstream. With another instance serving the same addresses: SIGKILL at once.
-    /// CoreDNS's graceful stop first stops reading its sockets and only closes them after
-    /// in-flight queries finish (~100 ms); meanwhile the kernel keeps handing it its share of
-    /// the port (SO_REUSEPORT) and those queries are lost. Closing at once moves the share to
-    /// the peer immediately; only queries already queued on our sockets are lost.
+    /// period, as upstream. With another instance serving the same addresses, first hand the
+    /// port over (see [`coredns_child::handover`]): our sockets stop getting new queries, CoreDNS
+    /// reads what is queued, and only then SIGTERM lets the queries in flight finish. Without
+    /// that (no ptrace access to the child), SIGKILL at once: CoreDNS's graceful stop keeps its
+    /// sockets, and with them a share of new queries, for ~100 ms after it stops reading.
     pub async fn stop_child(&mut self) {
         let Some(mut running) = self.child.take() else {
             return;
@@ -509,10 +512,17 @@ impl<'a> Serving<'a> {
         self.presence.mark_not_serving();
         let handover = !self.presence.others(Role::Serving).is_empty();
         let result = if handover {
-            tracing::info!("handing over to the serving peer: stopping CoreDNS at once");
-            match running.child.signal(Signal::SIGKILL) {
-                Ok(()) => running.child.wait().await,
-                Err(e) => Err(e),
+            match self.hand_over(&running.child).await {
+                Ok(()) => running.child.stop(STOP_GRACE).await,
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot hand CoreDNS's sockets over ({e}); stopping it at once instead"
+                    );
+                    match running.child.signal(Signal::SIGKILL) {
+                        Ok(()) => running.child.wait().await,
+                        Err(e) => Err(e),
+                    }
+                }
             }
         } else {
             running.child.stop(STOP_GRACE).await
@@ -521,5 +531,27 @@ impl<'a> Serving<'a> {
             Ok(status) => tracing::info!(%status, "CoreDNS stopped"),
             Err(e) => tracing::error!("stopping CoreDNS: {e}"),
         }
+    }
+
+    /// Takes CoreDNS's UDP sockets out of the shared ports and waits until it has read what
+    /// was queued on them.
+    async fn hand_over(&self, child: &CorednsChild) -> std::io::Result<()> {
+        let addrs: Vec<SocketAddr> = self
+            .config
+            .local_ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, self.config.dns_port))
+            .collect();
+        let started = Instant::now();
+        let detached = coredns_child::handover::stop_receiving(child.pid(), &addrs)?;
+        while detached.queued_bytes()? > 0 && started.elapsed() < HANDOVER_QUEUE_MAX {
+            tokio::time::sleep(HANDOVER_QUEUE_POLL).await;
+        }
+        tracing::info!(
+            sockets = detached.count(),
+            took_us = started.elapsed().as_micros() as u64,
+            "handed the DNS sockets over to the serving peer; stopping CoreDNS"
+        );
+        Ok(())
     }
 }

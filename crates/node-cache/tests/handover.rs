@@ -9,9 +9,10 @@ use testbed::Topology;
 
 const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
 
-/// What a handover may cost: the queries already queued on the stopped CoreDNS's sockets when
-/// it goes (one or two at this rate); the exact figure is printed.
-fn scenario(s: Scenario) -> Result<()> {
+/// A planned handover (surge, HA restart) must lose nothing: the leaving CoreDNS's sockets stop
+/// getting new queries before it stops (coredns_child::handover). A SIGKILL may lose what the
+/// kernel had queued on the killed process's sockets: allowed up to 2%, the figure is printed.
+fn scenario(s: Scenario, max_failed_percent: usize) -> Result<()> {
     let topo = Topology::build()?;
     let files = AgentFiles::addon(&topo)?;
     let report = run(&topo, &files, NODE_CACHE.as_ref(), s)?;
@@ -22,23 +23,23 @@ fn scenario(s: Scenario) -> Result<()> {
         report.sent()
     );
     assert!(
-        report.failed() * 50 <= report.sent(),
-        "more than 2% of pod queries failed\n{report}"
+        report.failed() * 100 <= report.sent() * max_failed_percent,
+        "more than {max_failed_percent}% of pod queries failed\n{report}"
     );
     Ok(())
 }
 
 #[test]
 fn surge_rollout_keeps_the_node_serving() -> Result<()> {
-    scenario(Scenario::Surge)
+    scenario(Scenario::Surge, 0)
 }
 
 #[test]
 fn sigkill_of_the_old_instance_keeps_the_node_serving() -> Result<()> {
-    scenario(Scenario::KillOld)
+    scenario(Scenario::KillOld, 2)
 }
 
 #[test]
 fn ha_pair_member_restart_keeps_the_node_serving() -> Result<()> {
-    scenario(Scenario::HaRestart)
+    scenario(Scenario::HaRestart, 0)
 }
