@@ -12,7 +12,7 @@ const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
 /// A planned handover (surge, HA restart) must lose nothing: the leaving CoreDNS's sockets stop
 /// getting new queries before it stops (coredns_child::handover). A SIGKILL may lose what the
 /// kernel had queued on the killed process's sockets: allowed up to 2%, the figure is printed.
-fn scenario(s: Scenario, max_failed_percent: usize) -> Result<()> {
+fn scenario(s: Scenario, max_failed_percent: u64) -> Result<()> {
     let topo = Topology::build()?;
     let files = AgentFiles::addon(&topo)?;
     let report = run(&topo, &files, NODE_CACHE.as_ref(), s)?;
