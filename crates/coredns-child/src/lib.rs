@@ -7,6 +7,7 @@
 pub mod handover;
 pub mod memlimit;
 pub mod output;
+pub mod privileges;
 pub mod probe;
 pub mod process;
 pub mod restart;
@@ -14,6 +15,7 @@ pub mod sockets;
 pub mod version;
 
 pub use output::ReloadOutcome;
+pub use privileges::{minimal_env, ChildUser};
 pub use probe::{probe, ProbeError};
 pub use process::{ChildEvent, CorednsChild};
 pub use restart::Backoff;

@@ -1,6 +1,6 @@
 //! The CoreDNS child process.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -12,6 +12,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use crate::output::{pass_through, ReloadOutcome};
+use crate::privileges::{drop_to, ChildUser};
 
 #[derive(Debug)]
 pub enum ChildEvent {
@@ -27,10 +28,15 @@ pub struct CorednsChild {
 }
 
 impl CorednsChild {
-    /// Starts `binary args...`; its output is passed through to ours line by line (so its log
+    /// Starts `binary args...` with exactly the environment `env`, as `user` when given (see
+    /// [`crate::privileges`]); its output is passed through to ours line by line (so its log
     /// reaches the container log) and read for reload outcomes (see [`crate::output`]).
-    /// `env` is added to the inherited environment.
-    pub fn spawn<I, S>(binary: &Path, args: I, env: &[(String, String)]) -> io::Result<Self>
+    pub fn spawn<I, S>(
+        binary: &Path,
+        args: I,
+        env: &[(OsString, OsString)],
+        user: Option<ChildUser>,
+    ) -> io::Result<Self>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -38,6 +44,7 @@ impl CorednsChild {
         let mut command = Command::new(binary);
         command
             .args(args)
+            .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -47,11 +54,16 @@ impl CorednsChild {
         // PID namespace), CoreDNS must not keep serving unsupervised on the node's port 53.
         // The signal fires when the spawning *thread* exits: spawn from the runtime's main
         // thread, never from a short-lived worker.
+        // The death signal goes last: changing credentials clears it.
         #[allow(unsafe_code)]
-        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of the
-        // parent, which is all a pre-exec hook may do between fork and exec.
+        // SAFETY: drop_to and prctl(PR_SET_PDEATHSIG) make only async-signal-safe system calls
+        // and touch no memory of the parent, which is all a pre-exec hook may do between fork
+        // and exec.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
+                if let Some(user) = user {
+                    drop_to(user)?;
+                }
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
             });
         }

@@ -27,7 +27,7 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
     args_override_self = true
 )]
 struct RawFlags {
-    /// comma-separated IP addresses to listen on, all IPv4 or all IPv6 (required)
+    /// comma-separated IP addresses to listen on, IPv4, IPv6 or both (required)
     #[arg(long = "localip", value_name = "string", default_value = "")]
     localip: String,
 
@@ -161,6 +161,14 @@ struct RawFlags {
     #[arg(long = "coredns-binary", value_name = "string", default_value = "")]
     coredns_binary: String,
 
+    /// user id CoreDNS runs as, with only NET_BIND_SERVICE; 0 keeps it root with our privileges
+    #[arg(long = "coredns-uid", value_name = "uint", default_value = "65532")]
+    coredns_uid: String,
+
+    /// group id CoreDNS runs as (ignored when -coredns-uid is 0)
+    #[arg(long = "coredns-gid", value_name = "uint", default_value = "65532")]
+    coredns_gid: String,
+
     /// CoreDNS: the Corefile to load; here, the path the rendered Corefile is written to
     #[arg(long = "conf", value_name = "string", default_value = "")]
     conf: String,
@@ -197,8 +205,8 @@ struct RawFlags {
 /// The validated command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// `-localip`: the addresses CoreDNS binds and the rules match, all of one family, in the
-    /// order given, duplicates dropped. Empty only in the informational modes.
+    /// `-localip`: the addresses CoreDNS binds and the rules match, IPv4, IPv6 or both
+    /// (dual-stack), in the order given, duplicates dropped. Empty only in the informational modes.
     pub local_ips: Vec<IpAddr>,
     /// `-setupinterface`: create and maintain the interface holding `local_ips`.
     pub setup_interface: bool,
@@ -229,7 +237,8 @@ pub struct Config {
     pub reload_with_signal: bool,
     /// `-dns.port` / `-p`: the DNS port (1-65535), passed to CoreDNS and used in the rules.
     pub dns_port: u16,
-    /// `-pidfile`: passed to CoreDNS, which writes it.
+    /// `-pidfile`: CoreDNS's pid goes there; CoreDNS writes it when it runs as root, node-cache
+    /// when it runs as another user.
     pub pidfile: Option<PathBuf>,
     /// `-quiet`: passed to CoreDNS.
     pub quiet: bool,
@@ -239,6 +248,8 @@ pub struct Config {
     pub list_plugins: bool,
     /// `-coredns-binary`, or `coredns` found on PATH, else `/coredns`.
     pub coredns_binary: PathBuf,
+    /// `-coredns-uid` / `-coredns-gid`: who CoreDNS runs as; None (uid 0): as we do.
+    pub coredns_user: Option<(u32, u32)>,
     /// `-prometheus-listen-address` as given (Go style), validated.
     pub prometheus_listen_address: String,
     /// The `-tls-*` flags of the metrics endpoint. `enabled` is always false: TLS is refused
@@ -273,7 +284,9 @@ impl Config {
             "-dns.port".to_string(),
             self.dns_port.to_string(),
         ];
-        if let Some(pidfile) = &self.pidfile {
+        // An unprivileged CoreDNS may not be able to create the file where it is asked for
+        // (a root-owned directory); node-cache writes it then (see `serving`).
+        if let (Some(pidfile), None) = (&self.pidfile, self.coredns_user) {
             args.push("-pidfile".into());
             args.push(pidfile.display().to_string());
         }
@@ -415,6 +428,8 @@ fn validate(raw: RawFlags, host: &dyn Host) -> Result<Config, FlagError> {
     let coredns_binary = non_empty(raw.coredns_binary)
         .or_else(|| host.find_in_path("coredns"))
         .unwrap_or_else(|| PathBuf::from(COREDNS_FALLBACK));
+    let coredns_uid = parse_id("coredns-uid", &raw.coredns_uid)?;
+    let coredns_gid = parse_id("coredns-gid", &raw.coredns_gid)?;
     Ok(Config {
         local_ips,
         setup_interface: raw.setupinterface,
@@ -435,6 +450,7 @@ fn validate(raw: RawFlags, host: &dyn Host) -> Result<Config, FlagError> {
         show_version: raw.version,
         list_plugins: raw.plugins,
         coredns_binary,
+        coredns_user: (coredns_uid != 0).then_some((coredns_uid, coredns_gid)),
         prometheus_listen_address: raw.prometheus_listen_address,
         tls: TlsConfig {
             enabled: raw.tls_enabled,
@@ -467,13 +483,6 @@ fn parse_local_ips(text: &str, informational: bool) -> Result<Vec<IpAddr>, FlagE
         let ip: IpAddr = entry
             .parse()
             .map_err(|_| invalid("localip", entry, "not an IP address"))?;
-        if let Some(first) = ips.first() {
-            if first.is_ipv4() != ip.is_ipv4() {
-                return Err(FlagError::Usage(format!(
-                    "flag -localip mixes IPv4 and IPv6 ({first}, {ip}): use one family"
-                )));
-            }
-        }
         if seen.insert(ip) {
             ips.push(ip);
         }
@@ -499,6 +508,13 @@ fn check_interface_name(name: &str) -> Result<(), &'static str> {
         return Err("contains '/', ':' or whitespace");
     }
     Ok(())
+}
+
+fn parse_id(flag: &str, value: &str) -> Result<u32, FlagError> {
+    match value.parse::<u32>() {
+        Ok(id) if id != u32::MAX && value.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
+        _ => Err(invalid(flag, value, "not a numeric user or group id")),
+    }
 }
 
 fn parse_port(flag: &str, value: &str) -> Result<u16, FlagError> {
@@ -640,6 +656,7 @@ mod tests {
                 show_version: false,
                 list_plugins: false,
                 coredns_binary: "/usr/local/bin/coredns".into(),
+                coredns_user: Some((65532, 65532)),
                 prometheus_listen_address: ":9253".into(),
                 tls: TlsConfig {
                     enabled: false,
@@ -651,8 +668,17 @@ mod tests {
                 },
             }
         );
+        // Unprivileged CoreDNS (the default): node-cache writes the pidfile itself.
         assert_eq!(
             config.child_args(),
+            ["-conf", "/etc/Corefile", "-dns.port", "53"]
+        );
+        let root = Config {
+            coredns_user: None,
+            ..config
+        };
+        assert_eq!(
+            root.child_args(),
             [
                 "-conf",
                 "/etc/Corefile",
@@ -776,14 +802,39 @@ mod tests {
     }
 
     #[test]
+    fn coredns_user_defaults_to_65532_and_uid_0_keeps_it_as_we_run() {
+        assert_eq!(
+            ok(&["-localip=10.0.0.1"]).coredns_user,
+            Some((65532, 65532))
+        );
+        let c = ok(&[
+            "-localip=10.0.0.1",
+            "-coredns-uid=1000",
+            "-coredns-gid=2000",
+        ]);
+        assert_eq!(c.coredns_user, Some((1000, 2000)));
+        assert_eq!(
+            ok(&["-localip=10.0.0.1", "-coredns-uid=0"]).coredns_user,
+            None
+        );
+        assert_eq!(
+            err(&["-localip=10.0.0.1", "-coredns-uid=nobody"]),
+            "invalid value \"nobody\" for flag -coredns-uid: not a numeric user or group id"
+        );
+        assert!(err(&["-localip=10.0.0.1", "-coredns-gid=-1"]).contains("-coredns-gid"));
+    }
+
+    #[test]
     fn local_ip_errors() {
         assert_eq!(
             err(&["-localip", "10.0.0.x"]),
             "invalid value \"10.0.0.x\" for flag -localip: not an IP address"
         );
+        let dual = ok(&["-localip", "169.254.20.10,fd00::10"]);
         assert_eq!(
-            err(&["-localip", "169.254.20.10,fd00::10"]),
-            "flag -localip mixes IPv4 and IPv6 (169.254.20.10, fd00::10): use one family"
+            dual.local_ips.len(),
+            2,
+            "dual-stack: both families in one process"
         );
         assert!(err(&["-localip", "10.0.0.1,"]).contains("empty entry"));
         assert!(err(&["-localip", " 10.0.0.1"]).contains("not an IP address"));

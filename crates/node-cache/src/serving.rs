@@ -13,13 +13,16 @@
 //! - The interface loses its link or an address (netlink event) → repaired at once; rules are
 //!   re-checked every `-syncinterval`.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use coredns_child::memlimit::derived_gomemlimit;
-use coredns_child::{probe, Backoff, ChildEvent, CorednsChild, ReloadOutcome};
+use coredns_child::{
+    minimal_env, probe, Backoff, ChildEvent, ChildUser, CorednsChild, ReloadOutcome,
+};
 use netsetup::NetworkEvents;
 use nix::sys::signal::Signal;
 use tokio::time::{interval, sleep_until, Interval, MissedTickBehavior};
@@ -232,14 +235,44 @@ impl<'a> Serving<'a> {
         }
     }
 
+    /// The `-pidfile` CoreDNS cannot write itself when it runs as another user.
+    fn write_pidfile(&self, pid: u32) {
+        if let (Some(path), Some(_)) = (&self.config.pidfile, self.config.coredns_user) {
+            if let Err(e) = corefile::write_atomic(path, &format!("{pid}\n")) {
+                tracing::error!(path = %path.display(), "cannot write CoreDNS's pidfile: {e}");
+            }
+        }
+    }
+
+    /// Ours plus the derived Go settings; for an unprivileged CoreDNS only what it needs.
+    fn spawn_env(&self) -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        env.extend(
+            self.child_env
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        );
+        if self.config.coredns_user.is_none() {
+            return env;
+        }
+        let corefile = std::fs::read_to_string(&self.config.corefile).unwrap_or_default();
+        minimal_env(env, &corefile)
+    }
+
     fn spawn(&mut self) {
+        let user = self
+            .config
+            .coredns_user
+            .map(|(uid, gid)| ChildUser { uid, gid });
         match CorednsChild::spawn(
             &self.config.coredns_binary,
             self.config.child_args(),
-            &self.child_env,
+            &self.spawn_env(),
+            user,
         ) {
             Ok(child) => {
                 tracing::info!(pid = child.pid(), "CoreDNS started");
+                self.write_pidfile(child.pid());
                 self.child = Some(Running {
                     child,
                     started: Instant::now(),

@@ -1,0 +1,125 @@
+//! The trust boundary: CoreDNS runs as another user with NET_BIND_SERVICE only, cannot gain
+//! privileges, and gets a minimal environment; `-coredns-uid=0` keeps upstream's root child.
+//! Read from the kernel's view of the running child (`/proc/<pid>/status`, `environ`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use std::os::unix::fs::PermissionsExt;
+
+use anyhow::{Context, Result};
+use nix::sys::signal::Signal;
+use testbed::agent::{pod_query, start_node_cache, wait_rules, AgentFiles};
+use testbed::topology::names;
+use testbed::{addrs, wait_until, Topology, Transport};
+
+const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
+const DEADLINE: Duration = Duration::from_secs(20);
+const NET_BIND_SERVICE: u64 = 1 << 10;
+
+/// The fields of `/proc/<pid>/status` this test reads.
+fn status(pid: u32) -> Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect())
+}
+
+fn caps(status: &HashMap<String, String>, field: &str) -> Result<u64> {
+    let hex = status.get(field).context(field.to_string())?;
+    Ok(u64::from_str_radix(hex, 16)?)
+}
+
+fn environ(pid: u32) -> Result<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ"))?;
+    Ok(raw
+        .split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect())
+}
+
+/// Starts the agent with `extra` flags, waits for its rules, and returns CoreDNS's status.
+fn child_of_agent(extra: &[&str]) -> Result<(HashMap<String, String>, Vec<String>)> {
+    let topo = Topology::build()?;
+    let files = AgentFiles::addon(&topo)?;
+    let mut args = files.args(&topo.coredns);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let mut agent = start_node_cache(&topo, NODE_CACHE.as_ref(), &args)?;
+    wait_rules(&topo, &mut agent, DEADLINE)?;
+    let mut pid = 0;
+    wait_until("CoreDNS's pidfile", DEADLINE, || {
+        pid = std::fs::read_to_string(&files.pidfile)?.trim().parse()?;
+        Ok(true)
+    })?;
+    let answer = pod_query(
+        &topo,
+        addrs::LINK_LOCAL,
+        names::CLUSTER,
+        "A",
+        Transport::Udp,
+    )?;
+    assert_eq!(answer, [names::CLUSTER_IP], "{}", agent.log());
+    let seen = (status(pid)?, environ(pid)?);
+    agent.signal(Signal::SIGTERM)?;
+    assert!(agent.wait_exit(DEADLINE)?.success(), "{}", agent.log());
+    Ok(seen)
+}
+
+#[test]
+fn coredns_runs_unprivileged_with_only_net_bind_service() -> Result<()> {
+    let (status, env) = child_of_agent(&[])?;
+    assert_eq!(status["Uid"], "65532\t65532\t65532\t65532");
+    assert_eq!(status["Gid"], "65532\t65532\t65532\t65532");
+    assert_eq!(status["Groups"], "", "no supplementary groups");
+    assert_eq!(status["NoNewPrivs"], "1");
+    for field in ["CapEff", "CapPrm", "CapAmb"] {
+        assert_eq!(caps(&status, field)?, NET_BIND_SERVICE, "{field}");
+    }
+    // The agent's own inputs (the kube-dns Service's address) stay with the agent.
+    assert!(
+        env.iter()
+            .all(|v| !v.starts_with("KUBE_DNS_UPSTREAM_SERVICE_HOST=")),
+        "{env:?}"
+    );
+    assert!(env.iter().any(|v| v.starts_with("PATH=")), "{env:?}");
+    Ok(())
+}
+
+#[test]
+fn coredns_uid_0_keeps_upstreams_root_child() -> Result<()> {
+    let (status, env) = child_of_agent(&["-coredns-uid=0"])?;
+    assert_eq!(status["Uid"], "0\t0\t0\t0");
+    assert_ne!(caps(&status, "CapEff")?, NET_BIND_SERVICE);
+    assert!(
+        env.iter()
+            .any(|v| v.starts_with("KUBE_DNS_UPSTREAM_SERVICE_HOST=")),
+        "{env:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_binary_coredns_user_cannot_execute_is_reported_and_the_agent_stays_up() -> Result<()> {
+    // What dropping privileges can break: a binary only root can reach. The spawn error must
+    // name it, and the agent keeps running (and retrying) rather than exiting.
+    let topo = Topology::build()?;
+    let files = AgentFiles::addon(&topo)?;
+    let private = topo.path("private");
+    std::fs::create_dir(&private)?;
+    let binary = private.join("coredns");
+    std::fs::copy(&topo.coredns, &binary)?;
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
+    let mut args = files.args(&binary);
+    args.push("-syncinterval=1s".into());
+    let mut agent = start_node_cache(&topo, NODE_CACHE.as_ref(), &args)?;
+    wait_until("the spawn error in the log", DEADLINE, || {
+        Ok(agent.log().contains(&binary.display().to_string()))
+    })?;
+    assert!(agent.try_status()?.is_none(), "{}", agent.log());
+    agent.signal(Signal::SIGTERM)?;
+    agent.wait_exit(DEADLINE)?;
+    Ok(())
+}
