@@ -1,4 +1,6 @@
-//! The packet-filter backend: one trait, so iptables today and nftables later plug in alike.
+//! The packet-filter backend: one trait, so iptables (per family, or both through
+//! [`crate::DualStack`]) and nftables ([`crate::NftBackend`]) plug in alike;
+//! [`crate::backend_select`] picks one.
 
 use crate::rules::Rule;
 
@@ -18,6 +20,10 @@ pub enum FilterError {
     },
     #[error("{tool}: cannot run: {reason}")]
     Unavailable { tool: &'static str, reason: String },
+    /// The node's packet-filter state does not allow a safe choice of backend (our rules in two
+    /// places, say): acting would double them or leave a copy behind.
+    #[error("choosing a firewall backend: {reason}")]
+    Conflict { reason: String },
 }
 
 impl FilterError {
@@ -25,7 +31,10 @@ impl FilterError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             FilterError::Lock { .. } => "iptables_lock",
-            FilterError::Command { .. } | FilterError::Unavailable { .. } => "iptables",
+            // Upstream's name for any rule error, whatever the backend.
+            FilterError::Command { .. }
+            | FilterError::Unavailable { .. }
+            | FilterError::Conflict { .. } => "iptables",
         }
     }
 }
@@ -37,11 +46,43 @@ pub struct EnsureReport {
     pub inserted: usize,
 }
 
+/// What a `check` found; it changes nothing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Rules asked about that are in place.
+    pub present: usize,
+    /// Rules asked about that are not in place (nftables: also those in a chain whose hook or
+    /// priority is wrong, since they would not act as intended).
+    pub missing: usize,
+    /// Extra copies of our rules, and (nftables) anything else in the table only we own.
+    pub surplus: usize,
+}
+
+impl CheckReport {
+    /// Every rule asked about is in place.
+    pub fn complete(&self) -> bool {
+        self.missing == 0
+    }
+}
+
+impl std::ops::Add for CheckReport {
+    type Output = CheckReport;
+    fn add(self, other: CheckReport) -> CheckReport {
+        CheckReport {
+            present: self.present + other.present,
+            missing: self.missing + other.missing,
+            surplus: self.surplus + other.surplus,
+        }
+    }
+}
+
 /// Blocking calls: run them off the async runtime.
 pub trait PacketFilter: Send + Sync {
     fn name(&self) -> &'static str;
     /// Inserts each missing rule at the top of its chain, in the order given.
     fn ensure(&self, rules: &[Rule]) -> Result<EnsureReport, FilterError>;
+    /// How many of `rules` are in place; changes nothing.
+    fn check(&self, rules: &[Rule]) -> Result<CheckReport, FilterError>;
     /// Removes every copy of each rule; keeps going after a failure and returns every error.
     fn remove(&self, rules: &[Rule]) -> Result<usize, Vec<FilterError>>;
 }
