@@ -41,6 +41,29 @@ impl Object {
     }
 }
 
+impl Object {
+    /// The capabilities a DaemonSet's first container adds (its `securityContext`), if this is
+    /// a DaemonSet that sets any.
+    pub fn added_capabilities(&self) -> Option<Vec<String>> {
+        let Object::DaemonSet(ds) = self else {
+            return None;
+        };
+        ds.spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()?
+            .containers
+            .first()?
+            .security_context
+            .as_ref()?
+            .capabilities
+            .as_ref()?
+            .add
+            .clone()
+    }
+}
+
 /// What the round trip found wrong with one field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FieldProblem {

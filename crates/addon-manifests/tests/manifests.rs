@@ -128,8 +128,8 @@ fn a_misspelt_field_is_caught_with_its_path() {
 fn a_field_at_the_wrong_level_is_caught() {
     // `capabilities` belongs under securityContext, not beside it.
     let text = addon_text().replacen(
-        "        securityContext:\n          capabilities:",
-        "        capabilities:",
+        "          allowPrivilegeEscalation: false\n          capabilities:",
+        "          allowPrivilegeEscalation: false\n        capabilities:",
         1,
     );
     let errors = check(&text).expect_err("misplaced").0;
@@ -172,20 +172,32 @@ fn the_daemonset_keeps_the_addon_contract() {
             "-localip",
             "__PILLAR__LOCAL__DNS__,__PILLAR__DNS__SERVER__",
             "-conf",
-            "/etc/Corefile",
+            "/run/node-cache/Corefile",
             "-upstreamsvc",
             "kube-dns-upstream",
             "-pidfile",
-            "/tmp/node-cache.pid"
+            "/run/node-cache/node-cache.pid"
         ]
     );
-    let caps = c
-        .security_context
-        .as_ref()
-        .and_then(|s| s.capabilities.as_ref())
-        .and_then(|c| c.add.as_deref())
-        .unwrap();
-    assert_eq!(caps, ["NET_ADMIN"]);
+    // Least privilege: nothing of the runtime's default set, only what node-cache uses
+    // (crates/node-cache/tests/privileges.rs runs the agent with exactly this set).
+    let security = c.security_context.as_ref().unwrap();
+    let caps = security.capabilities.as_ref().unwrap();
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    assert_eq!(
+        caps.add.as_deref().unwrap(),
+        [
+            "NET_ADMIN",
+            "NET_RAW",
+            "NET_BIND_SERVICE",
+            "SETUID",
+            "SETGID",
+            "KILL",
+            "SYS_PTRACE"
+        ]
+    );
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
 
     let probe = c
         .liveness_probe
@@ -214,7 +226,19 @@ fn the_daemonset_keeps_the_addon_contract() {
             ("xtables-lock", "/run/xtables.lock"),
             ("config-volume", "/etc/coredns"),
             ("kube-dns-config", "/etc/kube-dns"),
+            ("run", "/run/node-cache"),
         ]
+    );
+    let run = pod
+        .volumes
+        .as_deref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "run")
+        .unwrap();
+    assert!(
+        run.empty_dir.is_some(),
+        "the rendered Corefile's volume is an emptyDir"
     );
     let volumes = pod.volumes.as_deref().unwrap();
     let lock = volumes.iter().find(|v| v.name == "xtables-lock").unwrap();

@@ -123,3 +123,69 @@ fn a_binary_coredns_user_cannot_execute_is_reported_and_the_agent_stays_up() -> 
     agent.wait_exit(DEADLINE)?;
     Ok(())
 }
+
+/// The capabilities the addon manifest grants, as `setpriv` spells them.
+fn manifest_capabilities() -> Result<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../manifests/nodelocaldns.yaml"
+    );
+    let objects = addon_manifests::check(&std::fs::read_to_string(path)?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let caps = objects
+        .iter()
+        .find_map(|o| o.added_capabilities())
+        .context("no capabilities in the manifest's DaemonSet")?;
+    Ok(caps
+        .iter()
+        .map(|c| format!("+{}", c.to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+/// The whole life of an instance (rules, serving, a reload, teardown) with exactly the
+/// manifest's capabilities and no_new_privs, as the container runtime would start it
+/// (`drop: [ALL]`, `allowPrivilegeEscalation: false`).
+#[test]
+fn the_manifests_capabilities_are_enough() -> Result<()> {
+    let topo = Topology::build()?;
+    let files = AgentFiles::addon(&topo)?;
+    let mut args: Vec<String> = [
+        "--no-new-privs",
+        "--inh-caps=-all",
+        &format!("--bounding-set=-all,{}", manifest_capabilities()?),
+        "--",
+        NODE_CACHE,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(files.args(&topo.coredns));
+    let mut agent = start_node_cache(&topo, "setpriv".as_ref(), &args)?;
+    wait_rules(&topo, &mut agent, DEADLINE)?;
+    let answer = pod_query(
+        &topo,
+        addrs::LINK_LOCAL,
+        names::CLUSTER,
+        "A",
+        Transport::Udp,
+    )?;
+    assert_eq!(answer, [names::CLUSTER_IP], "{}", agent.log());
+    let status = status(agent.pid())?;
+    assert_eq!(status["NoNewPrivs"], "1");
+    // A reload needs to signal CoreDNS, which runs as another user.
+    let base = std::fs::read_to_string(&files.base)?;
+    std::fs::write(&files.base, format!("{base}\n# touched\n"))?;
+    wait_until("CoreDNS to report the reload", DEADLINE, || {
+        Ok(agent.log().contains("Reloading complete"))
+    })?;
+    agent.signal(Signal::SIGTERM)?;
+    assert!(agent.wait_exit(DEADLINE)?.success(), "{}", agent.log());
+    assert!(topo.node_cache_rule_lines()?.is_empty(), "rules left");
+    assert!(
+        !agent.log().contains("Operation not permitted"),
+        "{}",
+        agent.log()
+    );
+    Ok(())
+}
