@@ -254,18 +254,29 @@ before="$(dnat_packets)"
 cname="$tag-agent"
 containers+=("$cname")
 t0=$SECONDS
-podman run -d --pull=never --name "$cname" --cap-add NET_ADMIN --network "ns:/run/netns/$node" \
+# The manifest's securityContext: read-only root, no new privileges, its capabilities only.
+caps="$(awk '/capabilities:/ {c=1} c && /^ *- [A-Z_]+/ && prev ~ /add:|- [A-Z]/ {print $2} {prev=$0} /volumeMounts:/ {c=0}' \
+  manifests/nodelocaldns.yaml | grep -v '^ALL$' | paste -sd, -)"
+podman run -d --pull=never --name "$cname" --network "ns:/run/netns/$node" \
+  --cap-drop ALL --cap-add "$caps" --read-only --security-opt no-new-privileges \
+  --tmpfs /run/node-cache:rw,size=1m \
   -e KUBE_DNS_UPSTREAM_SERVICE_HOST=10.96.0.11 \
   -v "$tmp/coredns:/etc/coredns:ro" -v "$tmp/xtables.lock:/run/xtables.lock" \
   -v "$tmp/resolv.conf:/etc/resolv.conf:ro" \
-  "$image" -localip 169.254.20.10,10.96.0.10 -conf /etc/Corefile -upstreamsvc kube-dns-upstream \
-  -pidfile /tmp/node-cache.pid >/dev/null
+  "$image" -localip 169.254.20.10,10.96.0.10 -conf /run/node-cache/Corefile \
+  -upstreamsvc kube-dns-upstream -pidfile /run/node-cache/node-cache.pid >/dev/null
 rules() { ip netns exec "$node" iptables-save 2>/dev/null | grep -c 'NodeLocal DNS Cache' || true; }
 has_rules() { [ "$(rules)" -eq 24 ]; }
 if wait_for 20 answers 169.254.20.10 kubernetes.default.svc.cluster.local 10.0.0.1 && wait_for 10 has_rules; then
   pass "node-cache in the container answers" "first answer and 24 rules in $((SECONDS - t0))s"
 else
   fail "node-cache in the container answers" "rules: $(rules); log: $(podman logs "$cname" 2>&1 | tail -n5 | tr '\n' ' ')"
+fi
+coredns_user="$(podman top "$cname" user comm 2>/dev/null | awk '$2 == "coredns" {print $1}')"
+if [ "$coredns_user" = 65532 ] || [ "$coredns_user" = nonroot ]; then
+  pass "CoreDNS runs unprivileged in the container" "user $coredns_user, capabilities $caps for node-cache"
+else
+  fail "CoreDNS runs unprivileged in the container" "user '${coredns_user}'"
 fi
 for q in "169.254.20.10 kubernetes.default.svc.cluster.local 10.0.0.1" \
   "10.96.0.10 kubernetes.default.svc.cluster.local 10.0.0.1" \

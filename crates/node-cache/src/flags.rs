@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use netsetup::BackendChoice;
 
 /// The flags as clap sees them after `go_syntax`: every value a string, validated afterwards
 /// so that errors read the same whatever went wrong.
@@ -161,6 +162,16 @@ struct RawFlags {
     #[arg(long = "coredns-binary", value_name = "string", default_value = "")]
     coredns_binary: String,
 
+    /// packet-filter backend for the rules: iptables (upstream's: the iptables/ip6tables
+    /// commands), nftables (a table of our own, inet node-local-dns), or auto (the mode the
+    /// node's kube-proxy and kubelet use)
+    #[arg(
+        long = "firewall-backend",
+        value_name = "string",
+        default_value = "iptables"
+    )]
+    firewall_backend: String,
+
     /// user id CoreDNS runs as, with only NET_BIND_SERVICE; 0 keeps it root with our privileges
     #[arg(long = "coredns-uid", value_name = "uint", default_value = "65532")]
     coredns_uid: String,
@@ -248,6 +259,8 @@ pub struct Config {
     pub list_plugins: bool,
     /// `-coredns-binary`, or `coredns` found on PATH, else `/coredns`.
     pub coredns_binary: PathBuf,
+    /// `-firewall-backend`: which packet filter carries the rules.
+    pub firewall_backend: BackendChoice,
     /// `-coredns-uid` / `-coredns-gid`: who CoreDNS runs as; None (uid 0): as we do.
     pub coredns_user: Option<(u32, u32)>,
     /// `-prometheus-listen-address` as given (Go style), validated.
@@ -428,6 +441,13 @@ fn validate(raw: RawFlags, host: &dyn Host) -> Result<Config, FlagError> {
     let coredns_binary = non_empty(raw.coredns_binary)
         .or_else(|| host.find_in_path("coredns"))
         .unwrap_or_else(|| PathBuf::from(COREDNS_FALLBACK));
+    let firewall_backend = raw.firewall_backend.parse::<BackendChoice>().map_err(|_| {
+        invalid(
+            "firewall-backend",
+            &raw.firewall_backend,
+            "want auto, iptables or nftables",
+        )
+    })?;
     let coredns_uid = parse_id("coredns-uid", &raw.coredns_uid)?;
     let coredns_gid = parse_id("coredns-gid", &raw.coredns_gid)?;
     Ok(Config {
@@ -450,6 +470,7 @@ fn validate(raw: RawFlags, host: &dyn Host) -> Result<Config, FlagError> {
         show_version: raw.version,
         list_plugins: raw.plugins,
         coredns_binary,
+        firewall_backend,
         coredns_user: (coredns_uid != 0).then_some((coredns_uid, coredns_gid)),
         prometheus_listen_address: raw.prometheus_listen_address,
         tls: TlsConfig {
@@ -656,6 +677,7 @@ mod tests {
                 show_version: false,
                 list_plugins: false,
                 coredns_binary: "/usr/local/bin/coredns".into(),
+                firewall_backend: BackendChoice::Iptables,
                 coredns_user: Some((65532, 65532)),
                 prometheus_listen_address: ":9253".into(),
                 tls: TlsConfig {
@@ -799,6 +821,21 @@ mod tests {
                 other => panic!("{h}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn firewall_backend_defaults_to_upstreams_iptables() {
+        let pick = |v: &str| ok(&["-localip=10.0.0.1", &format!("-firewall-backend={v}")]);
+        assert_eq!(
+            ok(&["-localip=10.0.0.1"]).firewall_backend,
+            BackendChoice::Iptables
+        );
+        assert_eq!(pick("auto").firewall_backend, BackendChoice::Auto);
+        assert_eq!(pick("nftables").firewall_backend, BackendChoice::Nftables);
+        assert_eq!(
+            err(&["-localip=10.0.0.1", "-firewall-backend=nft"]),
+            "invalid value \"nft\" for flag -firewall-backend: want auto, iptables or nftables"
+        );
     }
 
     #[test]

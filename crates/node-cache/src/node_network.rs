@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use netsetup::{node_cache_rules, Interface, IptablesBackend, PacketFilter, Rule};
+use netsetup::{node_cache_rules, select, Interface, PacketFilter, Rule};
 
 use crate::flags::Config;
 use crate::metrics::{ErrorType, Metrics};
@@ -34,10 +34,11 @@ impl NodeNetwork {
             None
         };
         let filter: Option<Arc<dyn PacketFilter>> = if config.setup_iptables {
-            let ipv6 = config.local_ips.first().is_some_and(|ip| ip.is_ipv6());
-            Some(Arc::new(IptablesBackend::new(ipv6).inspect_err(|_| {
-                metrics.setup_error(ErrorType::Iptables);
-            })?))
+            let selected = select(config.firewall_backend, &config.local_ips).inspect_err(|e| {
+                metrics.setup_error(error_type(e.metric_label()));
+            })?;
+            tracing::info!(backend = selected.filter.name(), "{}", selected.reason);
+            Some(selected.filter)
         } else {
             None
         };

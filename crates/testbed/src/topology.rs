@@ -1,7 +1,7 @@
 //! A Kubernetes node in miniature, made of namespaces:
 //!
 //! ```text
-//!   pod (10.244.0.2) ──veth── node ──veth── kube-dns pod (10.244.1.2: CoreDNS as kube-dns)
+//!   pod (10.244.0.2, fd00:244::2) ──veth── node ──veth── kube-dns pod (10.244.1.2: CoreDNS as kube-dns)
 //!                              │  kube-proxy-style DNAT: 10.96.0.10, 10.96.0.11 → 10.244.1.2
 //!                              └──veth── upstream (10.244.2.2: "the internet's" DNS,
 //!                                                  10.244.2.3: a stub-domain server)
@@ -32,6 +32,11 @@ pub mod addrs {
     /// The `kube-dns-upstream` Service ClusterIP node-cache forwards cluster names to.
     pub const KUBE_DNS_UPSTREAM_SVC: &str = "10.96.0.11";
     pub const SERVICE_CIDR: &str = "10.96.0.0/12";
+    /// The pod's and the node's IPv6 addresses on their link, for dual-stack tests.
+    pub const POD6_GW: &str = "fd00:244::1";
+    pub const POD6: &str = "fd00:244::2";
+    /// An IPv6 listen IP for node-cache (dual-stack `-localip`).
+    pub const LOCAL6: &str = "fd00::10";
 }
 
 /// Names and answers the topology's DNS servers know.
@@ -190,7 +195,26 @@ impl Topology {
             "dev",
             "eth0",
         ])?;
+        // IPv6 between pod and node only (node-cache's IPv6 listen IP is on the node); no
+        // duplicate address detection, so the addresses are usable at once.
+        node.ip(&[
+            "addr",
+            "add",
+            &format!("{}/64", addrs::POD6_GW),
+            "dev",
+            "vpod",
+            "nodad",
+        ])?;
+        pod.ip(&[
+            "addr",
+            "add",
+            &format!("{}/64", addrs::POD6),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
         pod.ip(&["route", "add", "default", "via", addrs::POD_GW])?;
+        pod.ip(&["-6", "route", "add", "default", "via", addrs::POD6_GW])?;
         kdns.ip(&["route", "add", "default", "via", addrs::KUBE_DNS_GW])?;
         up.ip(&["route", "add", "default", "via", addrs::UPSTREAM_GW])?;
         node.ip(&[
