@@ -66,7 +66,10 @@ impl CorefileSync {
 
     /// Renders and, when the text changed, writes atomically.
     pub fn refresh(&mut self) -> Result<Outcome> {
+        // Upstream counts an unreadable template and an unwritable Corefile under `configmap`
+        // too: to an operator both are "the DNS config did not take".
         let template = std::fs::read_to_string(&self.base)
+            .inspect_err(|_| self.metrics.setup_error(ErrorType::Configmap))
             .with_context(|| format!("reading -basecorefile {}", self.base.display()))?;
         let kube_dns = match self.kube_dns() {
             Some(config) => config,
@@ -82,6 +85,7 @@ impl CorefileSync {
             tracing::info!("{note}");
         }
         corefile::write_atomic(&self.output, &rendered.corefile)
+            .inspect_err(|_| self.metrics.setup_error(ErrorType::Configmap))
             .with_context(|| format!("writing {}", self.output.display()))?;
         tracing::info!(
             path = %self.output.display(),

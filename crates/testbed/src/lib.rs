@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod dig;
+pub mod faults;
 pub mod handover;
 pub mod isolated;
 pub mod load;
