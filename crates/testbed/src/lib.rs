@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod dig;
 pub mod faults;
+pub mod firewall_bench;
 pub mod handover;
 pub mod isolated;
 pub mod load;

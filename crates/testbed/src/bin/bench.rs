@@ -170,7 +170,10 @@ fn main() -> Result<()> {
     println!();
     resilience::table(&topo, &files, &binary)?;
     println!();
-    handover_table(&topo, &files, &binary)
+    handover_table(&topo, &files, &binary)?;
+    println!();
+    print!("{}", testbed::firewall_bench::firewall_costs(20)?);
+    Ok(())
 }
 
 /// Two instances on one node: sent and failed pod queries per scenario and local IP.
