@@ -110,7 +110,7 @@ mod tests {
     use super::*;
     use crate::rules::node_cache_rules;
 
-    /// Records the addresses of the rules each call got.
+    /// Records each call and how many rules it got.
     #[derive(Default)]
     struct Recorder {
         calls: Mutex<Vec<(&'static str, usize)>>,
