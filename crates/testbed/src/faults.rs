@@ -121,8 +121,9 @@ impl XtablesLock {
     }
 }
 
-/// A TCP listener on `addr` inside `ns`, without SO_REUSEADDR/SO_REUSEPORT: whoever binds the
-/// same port there afterwards gets EADDRINUSE. Closed on drop.
+/// A TCP listener on `addr` inside `ns`, without SO_REUSEPORT: while it listens, whoever binds
+/// the same port there afterwards gets EADDRINUSE (SO_REUSEADDR does not help against a
+/// listening socket). Closed on drop.
 pub fn listen_tcp_in(ns: &Netns, addr: SocketAddr) -> Result<TcpListener> {
     let path = format!("/run/netns/{}", ns.name());
     std::thread::spawn(move || {
