@@ -48,9 +48,17 @@ impl ConfigError {
 pub enum RenderError {
     #[error("__PILLAR__LOCAL__DNS__: no -localip given")]
     NoLocalIp,
-    #[error("__PILLAR__CLUSTER__DNS__: environment variable {env} (Service {svc:?}) is not set")]
+    // The variable's name comes from -upstreamsvc, which may hold any character: escaped, so
+    // the message stays on one line (found by fuzz/fuzz_targets/render.rs).
+    #[error(
+        "__PILLAR__CLUSTER__DNS__: environment variable {} (Service {svc:?}) is not set",
+        .env.escape_debug()
+    )]
     ClusterDnsUnset { env: String, svc: String },
-    #[error("__PILLAR__CLUSTER__DNS__: environment variable {env} (Service {svc:?}) is {value:?}, not an IP address")]
+    #[error(
+        "__PILLAR__CLUSTER__DNS__: environment variable {} (Service {svc:?}) is {value:?}, not an IP address",
+        .env.escape_debug()
+    )]
     ClusterDnsInvalid {
         env: String,
         svc: String,
