@@ -43,12 +43,19 @@ fn check_config(config: &Config) {
     let informational = config.show_version || config.list_plugins;
     assert!(informational || !config.local_ips.is_empty(), "{config:?}");
     let unique: HashSet<_> = config.local_ips.iter().collect();
-    assert_eq!(unique.len(), config.local_ips.len(), "{:?}", config.local_ips);
+    assert_eq!(
+        unique.len(),
+        config.local_ips.len(),
+        "{:?}",
+        config.local_ips
+    );
     let name = &config.interface_name;
     assert!((1..=15).contains(&name.len()), "{name:?}");
     assert!(name != "." && name != "..", "{name:?}");
     assert!(
-        !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()),
+        !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace()),
         "{name:?}"
     );
     assert_ne!(config.health_port, 0);
