@@ -36,6 +36,16 @@ if ! [[ "$FUZZ_SECONDS" =~ ^[1-9][0-9]*$ ]]; then
   exit 2
 fi
 
+for target in $FUZZ_TARGETS; do
+  case "$target" in
+    kube_dns | render | flags) ;;
+    *)
+      log "unknown target \"$target\" in FUZZ_TARGETS (kube_dns, render, flags)"
+      exit 2
+      ;;
+  esac
+done
+
 install_cargo_fuzz() {
   if "$CARGO" fuzz --version >/dev/null 2>&1; then
     return
