@@ -1,8 +1,11 @@
 //! Watches the directories the Corefile is rendered from (the base template's and the kube-dns
 //! ConfigMap's) so a change is rendered in well under a second instead of at the next tick.
 //! Kubelet updates a ConfigMap volume by swapping a `..data` symlink inside the mount
-//! directory, so watching the directory (not the files) sees every update.
+//! directory, so watching the directory (not the files) sees every update. In the base
+//! template's directory only the template and kubelet's `..` entries count: anything else
+//! written there (a log, our own rendered Corefile) must not trigger a render.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +21,34 @@ pub struct ConfigWatch {
     settled: mpsc::Receiver<()>,
 }
 
+/// One input: a directory, and the one file in it that matters (None: all of them, as for
+/// the kube-dns ConfigMap whose keys are files).
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub dir: PathBuf,
+    pub file: Option<OsString>,
+}
+
+impl Input {
+    /// Whether a change at `path` can change this input: a file of it, kubelet's `..data`
+    /// swap, or the directory itself (or an ancestor) appearing or going.
+    fn affected_by(&self, path: &Path) -> bool {
+        if self.dir.starts_with(path) {
+            return true;
+        }
+        if path.parent() != Some(self.dir.as_path()) {
+            return false;
+        }
+        let Some(name) = path.file_name() else {
+            return false;
+        };
+        match &self.file {
+            None => true,
+            Some(file) => name == file.as_os_str() || name.to_string_lossy().starts_with(".."),
+        }
+    }
+}
+
 /// The directory to watch for `path`'s directory: itself if it exists, else the nearest
 /// existing ancestor, so a directory created later is still noticed.
 fn watchable(dir: &Path) -> Option<PathBuf> {
@@ -27,6 +58,15 @@ fn watchable(dir: &Path) -> Option<PathBuf> {
 /// Reads and opens (CoreDNS reading its Corefile, say) change nothing.
 fn is_change(event: &notify::Event) -> bool {
     !matches!(event.kind, EventKind::Access(_))
+}
+
+/// Whether `event` touches one of `inputs`; an event without paths (an overflow) might.
+fn affects(inputs: &[Input], event: &notify::Event) -> bool {
+    event.paths.is_empty()
+        || event
+            .paths
+            .iter()
+            .any(|p| inputs.iter().any(|i| i.affected_by(p)))
 }
 
 /// Turns raw events into one message per settled burst. Runs as its own task so a burst is
@@ -42,16 +82,32 @@ async fn settle(mut raw: mpsc::UnboundedReceiver<()>, settled: mpsc::Sender<()>)
 }
 
 impl ConfigWatch {
-    pub fn new(dirs: &[PathBuf]) -> Result<Self> {
+    pub fn new(inputs: &[Input]) -> Result<Self> {
         let (raw_tx, raw) = mpsc::unbounded_channel();
+        // Events carry absolute paths; a relative flag value must compare as one.
+        let inputs: Vec<Input> = inputs
+            .iter()
+            .map(|i| {
+                let dir = if i.dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    i.dir.as_path()
+                };
+                Input {
+                    dir: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
+                    file: i.file.clone(),
+                }
+            })
+            .collect();
+        let relevant = inputs.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok_and(|e| is_change(&e)) {
+                if event.is_ok_and(|e| is_change(&e) && affects(&relevant, &e)) {
                     let _ = raw_tx.send(());
                 }
             })
             .context("starting the file watcher")?;
-        let mut watched: Vec<PathBuf> = dirs.iter().filter_map(|d| watchable(d)).collect();
+        let mut watched: Vec<PathBuf> = inputs.iter().filter_map(|i| watchable(&i.dir)).collect();
         watched.sort();
         watched.dedup();
         for dir in &watched {
@@ -98,6 +154,36 @@ mod tests {
                 .await
                 .is_err(),
             "one burst, one change"
+        );
+    }
+
+    #[test]
+    fn only_the_template_and_kubelets_swap_count_in_the_templates_directory() {
+        let base = Input {
+            dir: "/etc/coredns".into(),
+            file: Some("Corefile.base".into()),
+        };
+        let kube_dns = Input {
+            dir: "/etc/kube-dns".into(),
+            file: None,
+        };
+        let inputs = [base, kube_dns];
+        let hit = |p: &str| {
+            let mut e = notify::Event::new(EventKind::Any);
+            e.paths.push(p.into());
+            affects(&inputs, &e)
+        };
+        assert!(hit("/etc/coredns/Corefile.base"));
+        assert!(hit("/etc/coredns/..data"));
+        assert!(hit("/etc/coredns/..2026_11_23_11_00_00.123"));
+        assert!(hit("/etc/kube-dns/stubDomains"));
+        assert!(hit("/etc"), "a watched directory appearing");
+        assert!(!hit("/etc/coredns/node-cache.log"));
+        assert!(!hit("/etc/coredns/Corefile"), "our own output");
+        assert!(!hit("/etc/coredns/sub/Corefile.base"));
+        assert!(
+            affects(&inputs, &notify::Event::new(EventKind::Any)),
+            "overflow"
         );
     }
 

@@ -27,7 +27,7 @@ use netsetup::NetworkEvents;
 use nix::sys::signal::Signal;
 use tokio::time::{interval, sleep_until, Interval, MissedTickBehavior};
 
-use crate::config_watch::ConfigWatch;
+use crate::config_watch::{ConfigWatch, Input};
 use crate::corefile_sync::{CorefileSync, Outcome};
 use crate::flags::Config;
 use crate::metrics::{Metrics, ReloadResult, RestartReason};
@@ -205,15 +205,20 @@ impl<'a> Serving<'a> {
     }
 
     fn watch_inputs(&self) -> Option<ConfigWatch> {
-        let mut dirs: Vec<PathBuf> = self
-            .config
-            .base_corefile
+        let base = &self.config.base_corefile;
+        let mut inputs: Vec<Input> = base
             .parent()
-            .map(|p| p.to_path_buf())
+            .map(|dir| Input {
+                dir: dir.to_path_buf(),
+                file: base.file_name().map(|f| f.to_os_string()),
+            })
             .into_iter()
             .collect();
-        dirs.extend(self.config.kubednscm.clone());
-        match ConfigWatch::new(&dirs) {
+        inputs.extend(self.config.kubednscm.iter().map(|dir| Input {
+            dir: dir.clone(),
+            file: None,
+        }));
+        match ConfigWatch::new(&inputs) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::error!("{e:#}; Corefile changes are picked up every -syncinterval only");

@@ -60,13 +60,20 @@ async fn supervise(config: Config) -> Result<ExitCode> {
     let mut signals = Signals::install()?;
     crate::reaper::start_if_pid1();
     let metrics = Metrics::new();
-    let listener = metrics::bind(&config.metrics_listen_address)
-        .with_context(|| format!("-metrics-listen-address {}", config.metrics_listen_address))?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(metrics::serve(listener, metrics.clone(), async {
-        let _ = metrics_stopped.await;
-    }));
+    // Without its metrics endpoint the node still needs DNS: log and carry on, as upstream.
+    match metrics::bind(&config.metrics_listen_address).and_then(tokio::net::TcpListener::from_std)
+    {
+        Ok(listener) => {
+            tokio::spawn(metrics::serve(listener, metrics.clone(), async {
+                let _ = metrics_stopped.await;
+            }));
+        }
+        Err(e) => tracing::error!(
+            "-metrics-listen-address {}: {e:#}; serving DNS without the metrics endpoint",
+            config.metrics_listen_address
+        ),
+    }
     tracing::info!(
         local_ips = ?config.local_ips,
         interface = %config.interface_name,

@@ -13,7 +13,10 @@ fn bad_flags_exit_2_and_touch_nothing() -> Result<()> {
     let ns = Netns::create(&format!("{}-cli", testbed::unique_tag()))?;
     let cases: [(&[&str], &str); 5] = [
         (&["-localip", "10.0.0.x"], "-localip"),
-        (&["-localip", "169.254.20.10,fd00::a"], "-localip"),
+        (
+            &["-localip", "169.254.20.10", "-firewall-backend", "nft"],
+            "-firewall-backend",
+        ),
         (&["-localip", "169.254.20.10", "-bogus"], "bogus"),
         (
             &["-localip", "169.254.20.10", "-health-port", "http"],
