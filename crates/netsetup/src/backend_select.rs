@@ -328,7 +328,7 @@ fn build(mode: Mode, local_ips: &[IpAddr]) -> Result<(Arc<dyn PacketFilter>, Str
         if mode == Mode::Iptables {
             IptablesBackend::new(ipv6)
         } else {
-            IptablesBackend::with_command(ipv6, cmd)
+            IptablesBackend::with_command(cmd)
         }
     };
     let has_v6 = local_ips.iter().any(IpAddr::is_ipv6);

@@ -40,10 +40,30 @@ impl IptablesBackend {
 
     /// The same backend through a specific binary (`iptables-legacy`, `ip6tables-nft`, ...);
     /// its `-save` and `-restore` companions are used alongside.
-    pub fn with_command(ipv6: bool, cmd: &'static str) -> Result<Self, FilterError> {
-        let mut backend = Self::new(ipv6)?;
-        backend.ipt.cmd = cmd;
-        Ok(backend)
+    /// Only `cmd` itself has to exist (a node may have `iptables-legacy` and no `iptables`);
+    /// every iptables that has the two variants has `-C`.
+    pub fn with_command(cmd: &'static str) -> Result<Self, FilterError> {
+        let runs = std::process::Command::new(cmd)
+            .arg("--version")
+            .output()
+            .map_err(|e| FilterError::Unavailable {
+                tool: cmd,
+                reason: e.to_string(),
+            })?;
+        if !runs.status.success() {
+            return Err(FilterError::Unavailable {
+                tool: cmd,
+                reason: format!("--version exited with {}", runs.status),
+            });
+        }
+        Ok(Self {
+            ipt: iptables::IPTables {
+                cmd,
+                has_check: true,
+                has_wait: false,
+                is_numeric: false,
+            },
+        })
     }
 
     fn run(&self, op: &str, rule: &Rule) -> Result<Output, FilterError> {

@@ -348,8 +348,8 @@ fn auto_refuses_our_rules_in_two_places() -> Result<()> {
     in_fresh_netns(|| {
         let v4 = ips(&["169.254.20.10"]);
         let rules = node_cache_rules(&v4, 53, 8080);
-        IptablesBackend::with_command(false, "iptables-legacy")?.ensure(&rules)?;
-        IptablesBackend::with_command(false, "iptables-nft")?.ensure(&rules)?;
+        IptablesBackend::with_command("iptables-legacy")?.ensure(&rules)?;
+        IptablesBackend::with_command("iptables-nft")?.ensure(&rules)?;
         let err = select(BackendChoice::Auto, &v4)
             .err()
             .context("a mixed node must be refused")?;

@@ -263,7 +263,7 @@ fn link_and_address_removals_arrive_as_events() -> Result<()> {
 fn a_held_xtables_lock_is_a_bounded_lock_error() -> Result<()> {
     in_fresh_netns(|| {
         let rules = node_cache_rules(&ips(&["169.254.20.10"]), 53, 8080);
-        let backend = IptablesBackend::with_command(false, "iptables-legacy")?;
+        let backend = IptablesBackend::with_command("iptables-legacy")?;
         // Held by this test as another iptables user would hold it; released on drop.
         let file = std::fs::OpenOptions::new()
             .create(true)

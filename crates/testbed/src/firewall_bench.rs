@@ -82,10 +82,7 @@ pub fn firewall_costs(runs: usize) -> Result<String> {
     let backends: [(&str, Make); 3] = [
         ("iptables", || Ok(Box::new(IptablesBackend::new(false)?))),
         ("iptables-legacy", || {
-            Ok(Box::new(IptablesBackend::with_command(
-                false,
-                "iptables-legacy",
-            )?))
+            Ok(Box::new(IptablesBackend::with_command("iptables-legacy")?))
         }),
         ("nftables", || Ok(Box::new(NftBackend::new()?))),
     ];
