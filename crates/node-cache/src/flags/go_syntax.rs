@@ -53,7 +53,8 @@ fn stray(arg: &str, after_bool: Option<&str>) -> FlagError {
     FlagError::Usage(match after_bool {
         Some(flag) => format!(
             "unexpected argument {arg:?} after -{flag}: a boolean flag takes its value as \
-             -{flag}={arg}"
+             -{flag}={}",
+            arg.escape_debug()
         ),
         None => format!("unexpected argument {arg:?}: node-cache takes only flags"),
     })
@@ -96,7 +97,10 @@ pub(super) fn to_clap_args(
             return Err(stray(arg, bare_bool));
         }
         if body.starts_with('-') || body.starts_with('=') {
-            return Err(FlagError::Usage(format!("bad flag syntax: {arg}")));
+            return Err(FlagError::Usage(format!(
+                "bad flag syntax: {}",
+                arg.escape_debug()
+            )));
         }
         let (name, value) = match body.split_once('=') {
             Some((name, value)) => (name, Some(value)),
@@ -107,7 +111,8 @@ pub(super) fn to_clap_args(
                 return Err(FlagError::Help(super::usage()));
             }
             return Err(FlagError::Usage(format!(
-                "flag provided but not defined: -{name}"
+                "flag provided but not defined: -{}",
+                name.escape_debug()
             )));
         };
         bare_bool = None;
