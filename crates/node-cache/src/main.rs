@@ -38,8 +38,20 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let from_env = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&from_env)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if from_env.is_empty() {
+        filter = tracing_subscriber::EnvFilter::new("info");
+    }
+    // netlink-proto warns, with the whole message dumped, about every event that arrives after
+    // our subscription ended (our own teardown's deletions): noise, not news. RUST_LOG naming
+    // netlink_proto still decides.
+    if !from_env.contains("netlink_proto") {
+        if let Ok(quiet) = "netlink_proto=error".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
