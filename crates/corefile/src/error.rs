@@ -7,13 +7,13 @@ use crate::servers::ServerProblem;
 /// The kube-dns ConfigMap cannot be used; the caller keeps the last good Corefile.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("kube-dns ConfigMap {}: cannot read: {source}", path.display())]
+    #[error("kube-dns ConfigMap {}: cannot read: {source}", path.display().to_string().escape_debug())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("kube-dns ConfigMap {}: not UTF-8 text", path.display())]
+    #[error("kube-dns ConfigMap {}: not UTF-8 text", path.display().to_string().escape_debug())]
     NotUtf8 { path: PathBuf },
     #[error("kube-dns ConfigMap {key}: invalid JSON: {reason}")]
     InvalidJson { key: &'static str, reason: String },
