@@ -752,13 +752,7 @@ fn metrics_port_taken_is_logged_and_dns_still_served() -> Result<()> {
         "expected an error line naming the metrics address:\n{}",
         tail(&log)
     );
-    agent.signal(Signal::SIGTERM)?;
-    assert!(
-        agent.wait_exit(DEADLINE)?.success(),
-        "{}",
-        tail(&agent.log())
-    );
-    assert_node_clean(&topo, "after SIGTERM")
+    finish(&topo, agent)
 }
 
 // ─── 7. the Corefile's directory read-only or full ───────────────────────────────────────

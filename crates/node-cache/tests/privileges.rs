@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 use testbed::agent::{pod_query, start_node_cache, wait_rules, AgentFiles};
 use testbed::topology::names;
-use testbed::{addrs, wait_until, Topology, Transport};
+use testbed::{addrs, wait_until, Process, Topology, Transport};
 
 const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -41,27 +41,28 @@ fn environ(pid: u32) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Starts `binary args...` in the node namespace and waits until its rules are in place and a
+/// pod's query at the link-local IP is answered.
+fn serving_agent(topo: &Topology, binary: &str, args: &[String]) -> Result<Process> {
+    let mut agent = start_node_cache(topo, binary.as_ref(), args)?;
+    wait_rules(topo, &mut agent, DEADLINE)?;
+    let answer = pod_query(topo, addrs::LINK_LOCAL, names::CLUSTER, "A", Transport::Udp)?;
+    assert_eq!(answer, [names::CLUSTER_IP], "{}", agent.log());
+    Ok(agent)
+}
+
 /// Starts the agent with `extra` flags, waits for its rules, and returns CoreDNS's status.
 fn child_of_agent(extra: &[&str]) -> Result<(HashMap<String, String>, Vec<String>)> {
     let topo = Topology::build()?;
     let files = AgentFiles::addon(&topo)?;
     let mut args = files.args(&topo.coredns);
     args.extend(extra.iter().map(|a| a.to_string()));
-    let mut agent = start_node_cache(&topo, NODE_CACHE.as_ref(), &args)?;
-    wait_rules(&topo, &mut agent, DEADLINE)?;
+    let mut agent = serving_agent(&topo, NODE_CACHE, &args)?;
     let mut pid = 0;
     wait_until("CoreDNS's pidfile", DEADLINE, || {
         pid = std::fs::read_to_string(&files.pidfile)?.trim().parse()?;
         Ok(true)
     })?;
-    let answer = pod_query(
-        &topo,
-        addrs::LINK_LOCAL,
-        names::CLUSTER,
-        "A",
-        Transport::Udp,
-    )?;
-    assert_eq!(answer, [names::CLUSTER_IP], "{}", agent.log());
     let seen = (status(pid)?, environ(pid)?);
     agent.signal(Signal::SIGTERM)?;
     assert!(agent.wait_exit(DEADLINE)?.success(), "{}", agent.log());
@@ -161,16 +162,7 @@ fn the_manifests_capabilities_are_enough() -> Result<()> {
     .map(|s| s.to_string())
     .collect();
     args.extend(files.args(&topo.coredns));
-    let mut agent = start_node_cache(&topo, "setpriv".as_ref(), &args)?;
-    wait_rules(&topo, &mut agent, DEADLINE)?;
-    let answer = pod_query(
-        &topo,
-        addrs::LINK_LOCAL,
-        names::CLUSTER,
-        "A",
-        Transport::Udp,
-    )?;
-    assert_eq!(answer, [names::CLUSTER_IP], "{}", agent.log());
+    let mut agent = serving_agent(&topo, "setpriv", &args)?;
     let status = status(agent.pid())?;
     assert_eq!(status["NoNewPrivs"], "1");
     // A reload needs to signal CoreDNS, which runs as another user.

@@ -126,13 +126,11 @@ impl XtablesLock {
 /// listening socket). Closed on drop.
 pub fn listen_tcp_in(ns: &Netns, addr: SocketAddr) -> Result<TcpListener> {
     let path = format!("/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
+    crate::isolated::on_own_thread(move || {
         let file = File::open(&path).with_context(|| format!("opening {path}"))?;
         setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| format!("setns({path})"))?;
         TcpListener::bind(addr).with_context(|| format!("binding {addr}"))
     })
-    .join()
-    .map_err(|_| anyhow::anyhow!("thread binding in {} panicked", ns.name()))?
 }
 
 /// One sample of the agent's metrics at `url` (from inside the node namespace), e.g.
@@ -168,7 +166,7 @@ pub fn children_of(pid: u32) -> Vec<(u32, String)> {
 pub fn in_private_mounts<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    std::thread::spawn(move || {
+    crate::isolated::on_own_thread(move || {
         unshare(CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS)")?;
         mount(
             None::<&str>,
@@ -180,15 +178,6 @@ pub fn in_private_mounts<T: Send + 'static>(
         .context("making / private in the test's mount namespace")?;
         f()
     })
-    .join()
-    .map_err(|panic| {
-        let msg = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        anyhow::anyhow!("test thread panicked: {msg}")
-    })?
 }
 
 /// A tmpfs mounted by [`mount_tmpfs`], unmounted on drop (so the scratch directory holding

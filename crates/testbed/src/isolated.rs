@@ -9,13 +9,19 @@ use nix::sched::{unshare, CloneFlags};
 pub fn in_fresh_netns<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    std::thread::spawn(move || {
+    on_own_thread(move || {
         unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
         crate::run(std::process::Command::new("ip").args(["link", "set", "lo", "up"]))?;
         f()
     })
-    .join()
-    .map_err(|panic| {
+}
+
+/// Runs `f` on a thread of its own, so that the namespaces it unshares die with that thread;
+/// a panic there becomes an error naming its message.
+pub fn on_own_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    std::thread::spawn(f).join().map_err(|panic| {
         let msg = panic
             .downcast_ref::<String>()
             .cloned()
