@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use coredns_child::ChildUser;
 use netsetup::BackendChoice;
 
 /// The flags as clap sees them after `go_syntax`: every value a string, validated afterwards
@@ -262,7 +263,7 @@ pub struct Config {
     /// `-firewall-backend`: which packet filter carries the rules.
     pub firewall_backend: BackendChoice,
     /// `-coredns-uid` / `-coredns-gid`: who CoreDNS runs as; None (uid 0): as we do.
-    pub coredns_user: Option<(u32, u32)>,
+    pub coredns_user: Option<ChildUser>,
     /// `-prometheus-listen-address` as given (Go style), validated.
     pub prometheus_listen_address: String,
     /// The `-tls-*` flags of the metrics endpoint. `enabled` is always false: TLS is refused
@@ -471,7 +472,10 @@ fn validate(raw: RawFlags, host: &dyn Host) -> Result<Config, FlagError> {
         list_plugins: raw.plugins,
         coredns_binary,
         firewall_backend,
-        coredns_user: (coredns_uid != 0).then_some((coredns_uid, coredns_gid)),
+        coredns_user: (coredns_uid != 0).then_some(ChildUser {
+            uid: coredns_uid,
+            gid: coredns_gid,
+        }),
         prometheus_listen_address: raw.prometheus_listen_address,
         tls: TlsConfig {
             enabled: raw.tls_enabled,
@@ -678,7 +682,10 @@ mod tests {
                 list_plugins: false,
                 coredns_binary: "/usr/local/bin/coredns".into(),
                 firewall_backend: BackendChoice::Iptables,
-                coredns_user: Some((65532, 65532)),
+                coredns_user: Some(ChildUser {
+                    uid: 65532,
+                    gid: 65532
+                }),
                 prometheus_listen_address: ":9253".into(),
                 tls: TlsConfig {
                     enabled: false,
@@ -842,14 +849,23 @@ mod tests {
     fn coredns_user_defaults_to_65532_and_uid_0_keeps_it_as_we_run() {
         assert_eq!(
             ok(&["-localip=10.0.0.1"]).coredns_user,
-            Some((65532, 65532))
+            Some(ChildUser {
+                uid: 65532,
+                gid: 65532
+            })
         );
         let c = ok(&[
             "-localip=10.0.0.1",
             "-coredns-uid=1000",
             "-coredns-gid=2000",
         ]);
-        assert_eq!(c.coredns_user, Some((1000, 2000)));
+        assert_eq!(
+            c.coredns_user,
+            Some(ChildUser {
+                uid: 1000,
+                gid: 2000
+            })
+        );
         assert_eq!(
             ok(&["-localip=10.0.0.1", "-coredns-uid=0"]).coredns_user,
             None

@@ -20,9 +20,7 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use coredns_child::memlimit::derived_gomemlimit;
-use coredns_child::{
-    minimal_env, probe, Backoff, ChildEvent, ChildUser, CorednsChild, ReloadOutcome,
-};
+use coredns_child::{minimal_env, probe, Backoff, ChildEvent, CorednsChild, ReloadOutcome};
 use netsetup::NetworkEvents;
 use nix::sys::signal::Signal;
 use tokio::time::{interval, sleep_until, Interval, MissedTickBehavior};
@@ -78,7 +76,7 @@ pub struct Serving<'a> {
     metrics: Metrics,
     started: Instant,
     probe_addr: SocketAddr,
-    child_env: Vec<(String, String)>,
+    child_env: Vec<(OsString, OsString)>,
     child: Option<Running>,
     backoff: Backoff,
     restart_at: Option<tokio::time::Instant>,
@@ -90,7 +88,7 @@ pub struct Serving<'a> {
     first_answer_logged: bool,
 }
 
-fn child_env() -> Vec<(String, String)> {
+fn child_env() -> Vec<(OsString, OsString)> {
     let user_set = std::env::var_os("GOMEMLIMIT").is_some();
     match derived_gomemlimit(user_set, &PathBuf::from("/sys/fs/cgroup")) {
         Some(limit) => {
@@ -99,7 +97,7 @@ fn child_env() -> Vec<(String, String)> {
                 "CoreDNS gets GOMEMLIMIT at {}% of the container's memory limit",
                 coredns_child::memlimit::SHARE_PERCENT
             );
-            vec![("GOMEMLIMIT".into(), limit.to_string())]
+            vec![("GOMEMLIMIT".into(), limit.to_string().into())]
         }
         None => Vec::new(),
     }
@@ -252,11 +250,7 @@ impl<'a> Serving<'a> {
     /// Ours plus the derived Go settings; for an unprivileged CoreDNS only what it needs.
     fn spawn_env(&self) -> Vec<(OsString, OsString)> {
         let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-        env.extend(
-            self.child_env
-                .iter()
-                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
-        );
+        env.extend(self.child_env.iter().cloned());
         if self.config.coredns_user.is_none() {
             return env;
         }
@@ -265,15 +259,11 @@ impl<'a> Serving<'a> {
     }
 
     fn spawn(&mut self) {
-        let user = self
-            .config
-            .coredns_user
-            .map(|(uid, gid)| ChildUser { uid, gid });
         match CorednsChild::spawn(
             &self.config.coredns_binary,
             self.config.child_args(),
             &self.spawn_env(),
-            user,
+            self.config.coredns_user,
         ) {
             Ok(child) => {
                 tracing::info!(pid = child.pid(), "CoreDNS started");
