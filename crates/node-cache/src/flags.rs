@@ -208,6 +208,17 @@ struct RawFlags {
           require_equals = true, default_value = "false", default_missing_value = "true")]
     version: bool,
 
+    /// file node-cache keeps while this instance is ready: its own CoreDNS answers on the local
+    /// IPs and the rules are in place (for a readiness probe, with -checkready); empty: none
+    #[arg(long = "readyfile", value_name = "string", default_value = "")]
+    readyfile: String,
+
+    /// probe mode: exit 0 if -readyfile names a running, ready instance, else 1; touches
+    /// nothing
+    #[arg(long = "checkready", action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_value = "false", default_missing_value = "true")]
+    checkready: bool,
+
     /// list CoreDNS's installed plugins and exit
     #[arg(long = "plugins", action = ArgAction::Set, num_args = 0..=1,
           require_equals = true, default_value = "false", default_missing_value = "true")]
@@ -258,6 +269,10 @@ pub struct Config {
     pub show_version: bool,
     /// `-plugins`: list CoreDNS's plugins and exit.
     pub list_plugins: bool,
+    /// `-readyfile`: kept by the agent while this instance is ready; None when empty.
+    pub ready_file: Option<PathBuf>,
+    /// `-checkready`: probe mode, see [`crate::readiness::check`].
+    pub check_ready: bool,
     /// `-coredns-binary`, or `coredns` found on PATH, else `/coredns`.
     pub coredns_binary: PathBuf,
     /// `-firewall-backend`: which packet filter carries the rules.
@@ -406,7 +421,12 @@ fn invalid(flag: &str, value: &str, reason: impl fmt::Display) -> FlagError {
 }
 
 fn validate(raw: RawFlags, host: &dyn Host) -> Result<Config, FlagError> {
-    let informational = raw.version || raw.plugins;
+    if raw.checkready && raw.readyfile.is_empty() {
+        return Err(FlagError::Usage(
+            "flag -checkready needs -readyfile: the file the agent keeps while it is ready".into(),
+        ));
+    }
+    let informational = raw.version || raw.plugins || raw.checkready;
     let local_ips = parse_local_ips(&raw.localip, informational)?;
     check_interface_name(&raw.interfacename)
         .map_err(|reason| invalid("interfacename", &raw.interfacename, reason))?;
@@ -470,6 +490,8 @@ fn validate(raw: RawFlags, host: &dyn Host) -> Result<Config, FlagError> {
         quiet: raw.quiet,
         show_version: raw.version,
         list_plugins: raw.plugins,
+        ready_file: non_empty(raw.readyfile),
+        check_ready: raw.checkready,
         coredns_binary,
         firewall_backend,
         coredns_user: (coredns_uid != 0).then_some(ChildUser {
@@ -680,6 +702,8 @@ mod tests {
                 quiet: false,
                 show_version: false,
                 list_plugins: false,
+                ready_file: None,
+                check_ready: false,
                 coredns_binary: "/usr/local/bin/coredns".into(),
                 firewall_backend: BackendChoice::Iptables,
                 coredns_user: Some(ChildUser {
