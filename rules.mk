@@ -52,7 +52,7 @@ test: deps chart-check ## Run every test: unit, golden, the chart and alert chec
 lint: deps ## cargo fmt --check, clippy -D warnings, shellcheck
 	$(Q)$(CARGO) fmt --all --check
 	$(Q)$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
-	$(Q)shellcheck hack/*.sh presubmits.sh .ci/run images/node-cache/*.sh images/base-local/iptables-wrapper
+	$(Q)shellcheck hack/*.sh hack/kube-lab/*.sh hack/kube-lab/kubectl presubmits.sh .ci/run images/node-cache/*.sh images/base-local/iptables-wrapper
 
 presubmit: ## lint + test, as presubmits.sh runs them
 	$(Q)./presubmits.sh
@@ -154,3 +154,20 @@ fuzz: ## Fuzz the kube-dns ConfigMap parser, the Corefile render and the flags, 
 
 fuzz-smoke: ## Build the fuzz targets and run each for 15 s (CI)
 	$(Q)FUZZ_SECONDS=15 hack/fuzz.sh
+
+# ---- A real cluster (issue 10) ----
+# A one-node Kubernetes lab in its own network and mount namespaces (hack/kube-lab/): etcd and
+# one multi-call Kubernetes binary built from the Go module proxy once (.cache/kube-lab/bin;
+# the version is hack/kube-lab/wrappers/kubew/go.mod), containerd/runc/CNI from Debian, images
+# built locally with buildah. kubectl for it: hack/kube-lab/kubectl.
+
+.PHONY: kube-up kube-down kube-e2e
+
+kube-up: ## Start the one-node Kubernetes lab (root; first run builds Kubernetes, ~10 min); kubectl: hack/kube-lab/kubectl
+	$(Q)hack/kube-lab/up.sh
+
+kube-down: ## Remove the lab: processes, namespaces, cgroups, mounts, state; prints what it removed
+	$(Q)hack/kube-lab/down.sh
+
+kube-e2e: ## The addon's end-to-end cases in a fresh lab (up, cases, down); last line: N passed, M failed
+	$(Q)hack/kube-lab/e2e.sh
