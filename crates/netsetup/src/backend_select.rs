@@ -30,7 +30,10 @@ use crate::dual_stack::DualStack;
 use crate::filter::{FilterError, PacketFilter};
 use crate::iptables_backend::IptablesBackend;
 use crate::nft_backend::{self, NftBackend};
-use crate::rules::{COMMENT_ALLOW_TRAFFIC, COMMENT_SKIP_CONNTRACK};
+
+mod decide;
+
+pub use decide::{decide, Conflict, Decision, NftState, Observed, XtablesState};
 
 /// The value of `-firewall-backend`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,164 +117,6 @@ impl fmt::Display for Mode {
             Mode::IptablesNft => "iptables-nft",
             Mode::Nftables => "nftables",
         })
-    }
-}
-
-/// One iptables mode's rules, both families together.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct XtablesState {
-    /// `-A` lines.
-    pub rules: usize,
-    /// kubelet's `KUBE-IPTABLES-HINT` or `KUBE-KUBELET-CANARY` chain exists.
-    pub kubelet_chains: bool,
-    /// Rules carrying node-cache's comments.
-    pub ours: usize,
-}
-
-impl XtablesState {
-    /// Adds up `iptables-save` output.
-    pub fn add_saved(&mut self, saved: &str) {
-        for line in saved.lines() {
-            if line.starts_with("-A ") {
-                self.rules += 1;
-                if line.contains(COMMENT_SKIP_CONNTRACK) || line.contains(COMMENT_ALLOW_TRAFFIC) {
-                    self.ours += 1;
-                }
-            } else if line.starts_with(":KUBE-IPTABLES-HINT ")
-                || line.starts_with(":KUBE-KUBELET-CANARY ")
-            {
-                self.kubelet_chains = true;
-            }
-        }
-    }
-}
-
-/// nftables tables that matter here.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NftState {
-    /// `ip kube-proxy` or `ip6 kube-proxy`: kube-proxy runs in nftables mode.
-    pub kube_proxy: bool,
-    /// Our `inet node-local-dns`.
-    pub ours: bool,
-}
-
-/// What auto-detection saw; `None` where the tool could not run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Observed {
-    /// `iptables-legacy-save` and `ip6tables-legacy-save`.
-    pub legacy: Option<XtablesState>,
-    /// `iptables-nft-save` and `ip6tables-nft-save`.
-    pub nft_compat: Option<XtablesState>,
-    /// Plain `iptables` runs (on hosts without the `-legacy`/`-nft` variants).
-    pub iptables: bool,
-    /// `nft list tables`.
-    pub nft: Option<NftState>,
-}
-
-/// The mode to use and why; an `Err` says why none is safe.
-pub fn decide(seen: &Observed) -> Result<(Mode, String), String> {
-    let legacy = seen.legacy.clone().unwrap_or_default();
-    let compat = seen.nft_compat.clone().unwrap_or_default();
-    let nft = seen.nft.clone().unwrap_or_default();
-
-    let mut ours = Vec::new();
-    if legacy.ours > 0 {
-        ours.push(Mode::IptablesLegacy);
-    }
-    if compat.ours > 0 {
-        ours.push(Mode::IptablesNft);
-    }
-    if nft.ours {
-        ours.push(Mode::Nftables);
-    }
-    let where_ours = |m: &[Mode]| {
-        m.iter()
-            .map(|m| match m {
-                Mode::Nftables => format!(
-                    "nftables (table {} {})",
-                    nft_backend::FAMILY,
-                    nft_backend::TABLE
-                ),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(" and ")
-    };
-    if ours.len() > 1 {
-        return Err(format!(
-            "node-cache rules are in both {}; remove one copy, or pass -firewall-backend",
-            where_ours(&ours)
-        ));
-    }
-
-    let kube = if nft.kube_proxy && legacy.rules + compat.rules == 0 {
-        Some((
-            Mode::Nftables,
-            "kube-proxy's nftables tables exist and no iptables rules do".to_string(),
-        ))
-    } else if compat.kubelet_chains {
-        let also = if legacy.kubelet_chains {
-            " (they are in iptables-legacy too, left from an earlier mode)"
-        } else {
-            ""
-        };
-        Some((
-            Mode::IptablesNft,
-            format!("kubelet's canary chains are in iptables-nft{also}"),
-        ))
-    } else if legacy.kubelet_chains {
-        Some((
-            Mode::IptablesLegacy,
-            "kubelet's canary chains are in iptables-legacy".to_string(),
-        ))
-    } else {
-        None
-    };
-
-    match (kube, ours.first()) {
-        (Some((mode, why)), Some(&mine)) if mine != mode => Err(format!(
-            "{why}, so {mode} is the mode to use, but node-cache rules are in {}; \
-             remove them, or pass -firewall-backend",
-            where_ours(&ours)
-        )),
-        (Some((mode, why)), _) => Ok((mode, why)),
-        (None, Some(&mine)) => Ok((
-            mine,
-            format!("no kubernetes rules seen; node-cache rules are already in {mine}"),
-        )),
-        (None, None) => match (&seen.legacy, &seen.nft_compat) {
-            (Some(_), Some(_)) if legacy.rules > compat.rules => Ok((
-                Mode::IptablesLegacy,
-                format!(
-                    "no kubernetes rules seen; iptables-legacy has more rules ({} vs {})",
-                    legacy.rules, compat.rules
-                ),
-            )),
-            (Some(_), Some(_)) => Ok((
-                Mode::IptablesNft,
-                format!(
-                    "no kubernetes rules seen; iptables-nft has as many rules or more ({} vs {} in legacy)",
-                    compat.rules, legacy.rules
-                ),
-            )),
-            (Some(_), None) => Ok((
-                Mode::IptablesLegacy,
-                "no kubernetes rules seen; only iptables-legacy runs".to_string(),
-            )),
-            (None, Some(_)) => Ok((
-                Mode::IptablesNft,
-                "no kubernetes rules seen; only iptables-nft runs".to_string(),
-            )),
-            (None, None) if seen.iptables => Ok((
-                Mode::Iptables,
-                "no kubernetes rules seen; only plain iptables runs".to_string(),
-            )),
-            (None, None) if seen.nft.is_some() => Ok((
-                Mode::Nftables,
-                "no iptables command runs; nft does".to_string(),
-            )),
-            (None, None) => Err("neither iptables nor nft can be run".to_string()),
-        },
     }
 }
 
@@ -359,7 +204,8 @@ pub fn select(choice: BackendChoice, local_ips: &[IpAddr]) -> Result<Selected, F
         BackendChoice::Iptables => (Mode::Iptables, "asked for".to_string()),
         BackendChoice::Nftables => (Mode::Nftables, "asked for".to_string()),
         BackendChoice::Auto => {
-            decide(&observe()).map_err(|reason| FilterError::Conflict { reason })?
+            let decision = decide(&observe())?;
+            (decision.mode(), decision.to_string())
         }
     };
     let (filter, what) = build(mode, local_ips)?;
@@ -372,35 +218,6 @@ pub fn select(choice: BackendChoice, local_ips: &[IpAddr]) -> Result<Selected, F
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn xt(rules: usize, kubelet_chains: bool, ours: usize) -> Option<XtablesState> {
-        Some(XtablesState {
-            rules,
-            kubelet_chains,
-            ours,
-        })
-    }
-
-    fn nft(kube_proxy: bool, ours: bool) -> Option<NftState> {
-        Some(NftState { kube_proxy, ours })
-    }
-
-    fn node(
-        legacy: Option<XtablesState>,
-        compat: Option<XtablesState>,
-        nft: Option<NftState>,
-    ) -> Observed {
-        Observed {
-            legacy,
-            nft_compat: compat,
-            iptables: true,
-            nft,
-        }
-    }
-
-    fn mode(seen: &Observed) -> Mode {
-        decide(seen).unwrap_or_else(|e| panic!("{e}")).0
-    }
 
     #[test]
     fn the_flag_parses_and_names_the_choices_when_wrong() {
@@ -428,121 +245,5 @@ mod tests {
         ] {
             assert_eq!(c.to_string().parse::<BackendChoice>().unwrap(), c);
         }
-    }
-
-    #[test]
-    fn kubelet_chains_pick_their_mode_nft_first() {
-        assert_eq!(
-            mode(&node(xt(0, true, 0), xt(0, false, 0), nft(false, false))),
-            Mode::IptablesLegacy
-        );
-        assert_eq!(
-            mode(&node(xt(50, false, 0), xt(3, true, 0), nft(false, false))),
-            Mode::IptablesNft
-        );
-        let (m, why) = decide(&node(xt(5, true, 0), xt(3, true, 0), nft(false, false))).unwrap();
-        assert_eq!(m, Mode::IptablesNft);
-        assert!(why.contains("iptables-legacy too"), "{why}");
-    }
-
-    #[test]
-    fn kube_proxy_in_nftables_mode_with_no_iptables_rules_picks_nftables() {
-        // kubelet's canary chains hold no rules; they do not count against nftables.
-        assert_eq!(
-            mode(&node(xt(0, false, 0), xt(0, true, 0), nft(true, false))),
-            Mode::Nftables
-        );
-        // A CNI plugin's iptables rules beside it: stay with iptables, in kubelet's mode.
-        assert_eq!(
-            mode(&node(xt(0, false, 0), xt(8, true, 0), nft(true, false))),
-            Mode::IptablesNft
-        );
-    }
-
-    #[test]
-    fn without_kubernetes_the_rule_counts_decide_like_the_wrapper() {
-        assert_eq!(
-            mode(&node(xt(3, false, 0), xt(2, false, 0), nft(false, false))),
-            Mode::IptablesLegacy
-        );
-        assert_eq!(
-            mode(&node(xt(2, false, 0), xt(2, false, 0), nft(false, false))),
-            Mode::IptablesNft
-        );
-        assert_eq!(mode(&node(None, xt(0, false, 0), None)), Mode::IptablesNft);
-        assert_eq!(
-            mode(&node(xt(0, false, 0), None, None)),
-            Mode::IptablesLegacy
-        );
-        let plain = Observed {
-            iptables: true,
-            ..Observed::default()
-        };
-        assert_eq!(mode(&plain), Mode::Iptables);
-        let nft_only = Observed {
-            nft: nft(false, false),
-            ..Observed::default()
-        };
-        assert_eq!(mode(&nft_only), Mode::Nftables);
-        assert!(decide(&Observed::default()).is_err());
-    }
-
-    #[test]
-    fn our_rules_already_in_place_are_kept_where_nothing_else_says() {
-        assert_eq!(
-            mode(&node(
-                xt(12, false, 12),
-                xt(40, false, 0),
-                nft(false, false)
-            )),
-            Mode::IptablesLegacy
-        );
-        assert_eq!(
-            mode(&node(xt(5, false, 0), xt(0, false, 0), nft(false, true))),
-            Mode::Nftables
-        );
-        // And where kubernetes agrees.
-        assert_eq!(
-            mode(&node(xt(0, false, 0), xt(30, true, 12), nft(false, false))),
-            Mode::IptablesNft
-        );
-    }
-
-    #[test]
-    fn mixed_states_are_errors_naming_both_places() {
-        let e = decide(&node(
-            xt(12, false, 12),
-            xt(12, false, 12),
-            nft(false, false),
-        ))
-        .unwrap_err();
-        assert!(e.contains("iptables-legacy and iptables-nft"), "{e}");
-        let e = decide(&node(xt(0, false, 0), xt(12, false, 12), nft(false, true))).unwrap_err();
-        assert!(
-            e.contains("iptables-nft and nftables (table inet node-local-dns)"),
-            "{e}"
-        );
-        // kubelet in iptables-nft, our rules in legacy.
-        let e = decide(&node(xt(12, false, 12), xt(3, true, 0), nft(false, false))).unwrap_err();
-        assert!(e.contains("iptables-nft is the mode to use"), "{e}");
-        assert!(e.contains("node-cache rules are in iptables-legacy"), "{e}");
-    }
-
-    #[test]
-    fn saved_output_is_summed_per_mode() {
-        let mut s = XtablesState::default();
-        s.add_saved(
-            "*mangle\n:PREROUTING ACCEPT [0:0]\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n\
-             *raw\n-A OUTPUT -d 10.0.0.1/32 -p udp -m udp --dport 53 -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK\n\
-             -A OUTPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n",
-        );
-        assert_eq!(
-            s,
-            XtablesState {
-                rules: 2,
-                kubelet_chains: true,
-                ours: 1
-            }
-        );
     }
 }

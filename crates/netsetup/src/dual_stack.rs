@@ -2,10 +2,7 @@
 //! IPv6 rules), so one agent serves IPv4 and IPv6 local IPs. A family without rules is never
 //! touched, so a single-family rule set behaves exactly as the plain backend would.
 
-use std::net::IpAddr;
-
 use crate::filter::{CheckReport, EnsureReport, FilterError, PacketFilter};
-use crate::rule_parts::parts;
 use crate::rules::Rule;
 
 pub struct DualStack {
@@ -21,23 +18,8 @@ impl DualStack {
     }
 
     /// (IPv4 rules, IPv6 rules), each in the order given.
-    fn split(&self, rules: &[Rule]) -> Result<(Vec<Rule>, Vec<Rule>), FilterError> {
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        for rule in rules {
-            match parts(rule).map(|p| p.ip) {
-                Some(IpAddr::V4(_)) => v4.push(rule.clone()),
-                Some(IpAddr::V6(_)) => v6.push(rule.clone()),
-                None => {
-                    return Err(FilterError::Command {
-                        tool: self.name,
-                        rule: rule.to_string(),
-                        reason: "no address to tell its family by".to_string(),
-                    })
-                }
-            }
-        }
-        Ok((v4, v6))
+    fn split(rules: &[Rule]) -> (Vec<Rule>, Vec<Rule>) {
+        rules.iter().cloned().partition(|r| r.ip().is_ipv4())
     }
 
     /// The families that have rules, with their backend.
@@ -60,7 +42,7 @@ impl PacketFilter for DualStack {
     /// Both families are tried even when the first fails (the other family's clients still
     /// deserve their rules); the first error is returned, a second one logged.
     fn ensure(&self, rules: &[Rule]) -> Result<EnsureReport, FilterError> {
-        let (v4, v6) = self.split(rules)?;
+        let (v4, v6) = Self::split(rules);
         let mut total = EnsureReport::default();
         let mut first_error = None;
         for (backend, rules) in self.per_family(&v4, &v6) {
@@ -77,7 +59,7 @@ impl PacketFilter for DualStack {
     }
 
     fn check(&self, rules: &[Rule]) -> Result<CheckReport, FilterError> {
-        let (v4, v6) = self.split(rules)?;
+        let (v4, v6) = Self::split(rules);
         let mut total = CheckReport::default();
         for (backend, rules) in self.per_family(&v4, &v6) {
             total = total + backend.check(rules)?;
@@ -86,7 +68,7 @@ impl PacketFilter for DualStack {
     }
 
     fn remove(&self, rules: &[Rule]) -> Result<usize, Vec<FilterError>> {
-        let (v4, v6) = self.split(rules).map_err(|e| vec![e])?;
+        let (v4, v6) = Self::split(rules);
         let mut removed = 0;
         let mut errors = Vec::new();
         for (backend, rules) in self.per_family(&v4, &v6) {
@@ -106,6 +88,8 @@ impl PacketFilter for DualStack {
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+
+    use std::net::IpAddr;
 
     use super::*;
     use crate::rules::node_cache_rules;

@@ -2,8 +2,11 @@
 //! [`crate::DualStack`]) and nftables ([`crate::NftBackend`]) plug in alike;
 //! [`crate::backend_select`] picks one.
 
+use crate::backend_select::Conflict;
 use crate::rules::Rule;
 
+/// A rule operation that failed. Upstream counts every one under `errortype="iptables"`,
+/// whatever the backend, except a held xtables lock ([`FilterError::Lock`]: `iptables_lock`).
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
     #[error("{tool}: xtables lock still held after {wait_secs}s while applying {rule}")]
@@ -22,21 +25,8 @@ pub enum FilterError {
     Unavailable { tool: &'static str, reason: String },
     /// The node's packet-filter state does not allow a safe choice of backend (our rules in two
     /// places, say): acting would double them or leave a copy behind.
-    #[error("choosing a firewall backend: {reason}")]
-    Conflict { reason: String },
-}
-
-impl FilterError {
-    /// The `errortype` label of `coredns_nodecache_setup_errors_total`, as upstream counts it.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            FilterError::Lock { .. } => "iptables_lock",
-            // Upstream's name for any rule error, whatever the backend.
-            FilterError::Command { .. }
-            | FilterError::Unavailable { .. }
-            | FilterError::Conflict { .. } => "iptables",
-        }
-    }
+    #[error("choosing a firewall backend: {0}")]
+    Conflict(#[from] Conflict),
 }
 
 /// What an `ensure` pass changed.

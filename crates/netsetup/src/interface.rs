@@ -16,6 +16,8 @@ const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
 const EOPNOTSUPP: i32 = 95;
 
+/// Upstream counts a failure to read the interface's state (and here, to delete it) as
+/// `errortype="interface_check"`, any other as `interface_add`.
 #[derive(Debug, thiserror::Error)]
 pub enum InterfaceError {
     #[error("netlink: cannot open a socket: {0}")]
@@ -32,16 +34,6 @@ pub enum InterfaceError {
     Check { name: String, reason: String },
     #[error("interface {name}: cannot delete: {reason}")]
     Delete { name: String, reason: String },
-}
-
-impl InterfaceError {
-    /// The `errortype` label of `coredns_nodecache_setup_errors_total`, as upstream counts it.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            InterfaceError::Check { .. } | InterfaceError::Delete { .. } => "interface_check",
-            _ => "interface_add",
-        }
-    }
 }
 
 /// The kind of link we create: dummy when the kernel has it.

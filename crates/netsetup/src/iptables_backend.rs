@@ -5,11 +5,9 @@
 //! Exit statuses, not stderr text, tell the outcome: `-C` gives 1 for "no such rule", and
 //! iptables gives 4 (RESOURCE_PROBLEM) when it gave up waiting for the lock.
 
-use std::process::Output;
-
 use std::collections::HashSet;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use crate::filter::{CheckReport, EnsureReport, FilterError, PacketFilter};
 use crate::rules::{Rule, COMMENT_ALLOW_TRAFFIC, COMMENT_SKIP_CONNTRACK};
@@ -67,9 +65,13 @@ impl IptablesBackend {
     }
 
     fn run(&self, op: &str, rule: &Rule) -> Result<Output, FilterError> {
-        let command = format!("{op} {} {} -w {LOCK_WAIT_SECS}", rule.chain, rule.spec());
+        let command = format!(
+            "{op} {} {} -w {LOCK_WAIT_SECS}",
+            rule.chain().as_str(),
+            rule.spec()
+        );
         self.ipt
-            .execute(rule.table.as_str(), &command)
+            .execute(rule.table().as_str(), &command)
             .map_err(|e| FilterError::Unavailable {
                 tool: self.ipt.cmd,
                 reason: e.to_string(),
@@ -115,10 +117,10 @@ impl IptablesBackend {
         let mut input = String::new();
         for table in tables_of(rules.iter().copied()) {
             input.push_str(&format!("*{table}\n"));
-            for rule in rules.iter().filter(|r| r.table.as_str() == table) {
+            for rule in rules.iter().filter(|r| r.table().as_str() == table) {
                 let line = match op {
-                    Op::Insert => format!("-I {} 1 {}\n", rule.chain, rule.spec()),
-                    Op::Delete => format!("-D {} {}\n", rule.chain, rule.spec()),
+                    Op::Insert => format!("-I {} 1 {}\n", rule.chain().as_str(), rule.spec()),
+                    Op::Delete => format!("-D {} {}\n", rule.chain().as_str(), rule.spec()),
                 };
                 input.push_str(&line);
             }
@@ -205,7 +207,8 @@ impl IptablesBackend {
         let copies: Vec<&Rule> = rules
             .iter()
             .flat_map(|r| {
-                let n = saved.iter().filter(|l| *l == r.saved_form()).count();
+                let line = r.saved_form();
+                let n = saved.iter().filter(|l| **l == line).count();
                 std::iter::repeat_n(r, n)
             })
             .collect();
@@ -218,7 +221,7 @@ impl IptablesBackend {
 /// How much checking an `ensure` pass needs, judged from one `iptables-save` per table.
 /// Each table the rules live in, once.
 fn tables_of<'a>(rules: impl Iterator<Item = &'a Rule>) -> Vec<&'static str> {
-    let mut tables: Vec<&'static str> = rules.map(|r| r.table.as_str()).collect();
+    let mut tables: Vec<&'static str> = rules.map(|r| r.table().as_str()).collect();
     tables.sort_unstable();
     tables.dedup();
     tables
@@ -245,7 +248,10 @@ enum Plan {
 
 fn plan(rules: &[Rule], saved: &[String]) -> Plan {
     let saved_set: HashSet<&str> = saved.iter().map(String::as_str).collect();
-    if rules.iter().all(|r| saved_set.contains(r.saved_form())) {
+    if rules
+        .iter()
+        .all(|r| saved_set.contains(r.saved_form().as_str()))
+    {
         Plan::AllPresent
     } else if !saved.iter().any(|l| is_ours(l)) {
         Plan::NoneOfOurs
@@ -291,7 +297,8 @@ impl PacketFilter for IptablesBackend {
         let any_ours = saved.iter().any(|l| is_ours(l));
         let mut report = CheckReport::default();
         for rule in rules {
-            let copies = saved.iter().filter(|l| *l == rule.saved_form()).count();
+            let line = rule.saved_form();
+            let copies = saved.iter().filter(|l| **l == line).count();
             let present = if copies > 0 {
                 report.surplus += copies - 1;
                 true
@@ -366,20 +373,20 @@ mod tests {
             rule,
             &exited(4, "Another app is currently holding the xtables lock."),
         );
-        assert_eq!(e.metric_label(), "iptables_lock");
+        assert!(matches!(e, FilterError::Lock { .. }), "{e:?}");
         assert!(
             e.to_string().contains("xtables lock still held after 5s"),
             "{e}"
         );
         let e = backend().failure(rule, &exited(2, "Bad argument"));
-        assert_eq!(e.metric_label(), "iptables");
+        assert!(matches!(e, FilterError::Command { .. }), "{e:?}");
         assert!(e.to_string().contains("Bad argument"), "{e}");
     }
 
     #[test]
     fn the_plan_never_skips_a_check_it_needs() {
         let rules = node_cache_rules(&["169.254.20.10".parse().unwrap()], 53, 8080);
-        let all: Vec<String> = rules.iter().map(|r| r.saved_form().to_string()).collect();
+        let all: Vec<String> = rules.iter().map(Rule::saved_form).collect();
         assert!(matches!(plan(&rules, &all), Plan::AllPresent));
         assert!(matches!(plan(&rules, &[]), Plan::NoneOfOurs));
         // One of ours missing, or ours printed differently than predicted: check each.

@@ -11,14 +11,13 @@ pub mod filter;
 pub mod interface;
 pub mod iptables_backend;
 pub mod nft_backend;
-mod rule_parts;
 pub mod rules;
 
-pub use backend_select::{select, BackendChoice, Selected};
+pub use backend_select::{select, BackendChoice, Conflict, Selected};
 pub use dual_stack::DualStack;
 pub use events::{NetworkEvent, NetworkEvents};
 pub use filter::{CheckReport, EnsureReport, FilterError, PacketFilter};
 pub use interface::{Interface, InterfaceError, InterfaceReport};
 pub use iptables_backend::IptablesBackend;
 pub use nft_backend::{nft_table, NftBackend};
-pub use rules::{node_cache_rules, Rule, Table};
+pub use rules::{node_cache_rules, Chain, Rule, Table};

@@ -1,4 +1,6 @@
-//! The rules upstream node-cache installs, generated as data.
+//! The rules upstream node-cache installs, as one typed value per rule, and their iptables
+//! renderings. The nftables rendering is in [`crate::nft_backend`]; both read the same
+//! [`Rule`], so nothing is parsed back from text.
 //!
 //! The order and argument spelling follow upstream exactly: `iptables-save` prints matches in
 //! the order they were given, and each rule is inserted at the top of its chain, so both decide
@@ -10,7 +12,7 @@ use std::net::IpAddr;
 pub const COMMENT_SKIP_CONNTRACK: &str = "NodeLocal DNS Cache: skip conntrack";
 pub const COMMENT_ALLOW_TRAFFIC: &str = "NodeLocal DNS Cache: allow DNS traffic";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Table {
     Raw,
     Filter,
@@ -25,28 +27,153 @@ impl Table {
     }
 }
 
-/// One rule: where it lives and its match/target arguments (without `-A`/`-I`/`-D`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The built-in chain, i.e. the netfilter hook the rule acts at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Chain {
+    Prerouting,
+    Input,
+    Output,
+}
+
+impl Chain {
+    /// As iptables spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Chain::Prerouting => "PREROUTING",
+            Chain::Input => "INPUT",
+            Chain::Output => "OUTPUT",
+        }
+    }
+
+    /// As nftables names the hook.
+    pub fn hook(self) -> &'static str {
+        match self {
+            Chain::Prerouting => "prerouting",
+            Chain::Input => "input",
+            Chain::Output => "output",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// Which end of the packet the address and port match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum End {
+    /// `-d IP --dport P`
+    Destination,
+    /// `-s IP --sport P`
+    Source,
+}
+
+/// What a rule does; it also decides the table and the comment, as upstream pairs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Raw table: the packet skips conntrack, so kube-proxy's DNAT never sees it.
+    Notrack,
+    /// Filter table: untracked packets are not ESTABLISHED, so they are accepted explicitly.
+    Accept,
+}
+
+impl Target {
+    pub fn table(self) -> Table {
+        match self {
+            Target::Notrack => Table::Raw,
+            Target::Accept => Table::Filter,
+        }
+    }
+
+    pub fn comment(self) -> &'static str {
+        match self {
+            Target::Notrack => COMMENT_SKIP_CONNTRACK,
+            Target::Accept => COMMENT_ALLOW_TRAFFIC,
+        }
+    }
+
+    /// As iptables spells it after `-j`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Notrack => "NOTRACK",
+            Target::Accept => "ACCEPT",
+        }
+    }
+}
+
+/// One rule. Only [`node_cache_rules`] makes them, so every backend can express each one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Rule {
-    pub table: Table,
-    pub chain: &'static str,
-    pub args: Vec<String>,
-    /// The line `iptables-save` prints for this rule (see [`Rule::saved_form`]).
-    pub(crate) saved: String,
+    pub(crate) chain: Chain,
+    pub(crate) proto: Proto,
+    pub(crate) end: End,
+    pub(crate) ip: IpAddr,
+    pub(crate) port: u16,
+    pub(crate) target: Target,
 }
 
 impl Rule {
-    /// The line `iptables-save` prints for this rule, e.g.
-    /// `-A PREROUTING -d 10.96.0.10/32 -p udp -m udp --dport 53 -m comment --comment "..." -j NOTRACK`.
-    /// Used only to skip per-rule checks when every rule is plainly there: a mismatch costs
-    /// time (the slow path runs), never a duplicate.
-    pub fn saved_form(&self) -> &str {
-        &self.saved
+    pub fn table(&self) -> Table {
+        self.target.table()
     }
 
-    /// The arguments as one string with the comment quoted, the form the `iptables` crate splits.
+    pub fn chain(&self) -> Chain {
+        self.chain
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    pub fn comment(&self) -> &'static str {
+        self.target.comment()
+    }
+
+    fn flags(&self) -> (&'static str, &'static str) {
+        match self.end {
+            End::Destination => ("-d", "--dport"),
+            End::Source => ("-s", "--sport"),
+        }
+    }
+
+    /// The match and target as iptables arguments (without `-t`, `-A`/`-I`/`-D` and chain),
+    /// in upstream's order.
+    pub fn iptables_args(&self) -> Vec<String> {
+        let (addr_flag, port_flag) = self.flags();
+        [
+            "-p",
+            self.proto.as_str(),
+            addr_flag,
+            &self.ip.to_string(),
+            port_flag,
+            &self.port.to_string(),
+            "-j",
+            self.target.as_str(),
+            "-m",
+            "comment",
+            "--comment",
+            self.comment(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// [`Rule::iptables_args`] as one line with the comment quoted: the form the `iptables`
+    /// crate splits and `iptables-restore` reads.
     pub fn spec(&self) -> String {
-        self.args
+        self.iptables_args()
             .iter()
             .map(|a| {
                 if a.contains(' ') {
@@ -58,6 +185,24 @@ impl Rule {
             .collect::<Vec<_>>()
             .join(" ")
     }
+
+    /// The line `iptables-save` prints for this rule, e.g.
+    /// `-A PREROUTING -d 10.96.0.10/32 -p udp -m udp --dport 53 -m comment --comment "..." -j NOTRACK`.
+    /// Used only to skip per-rule checks when every rule is plainly there: a mismatch costs
+    /// time (the slow path runs), never a duplicate.
+    pub fn saved_form(&self) -> String {
+        let (addr_flag, port_flag) = self.flags();
+        let host_bits = if self.ip.is_ipv4() { 32 } else { 128 };
+        let proto = self.proto.as_str();
+        format!(
+            "-A {} {addr_flag} {}/{host_bits} -p {proto} -m {proto} {port_flag} {} -m comment --comment \"{}\" -j {}",
+            self.chain.as_str(),
+            self.ip,
+            self.port,
+            self.comment(),
+            self.target.as_str()
+        )
+    }
 }
 
 impl fmt::Display for Rule {
@@ -65,109 +210,64 @@ impl fmt::Display for Rule {
         write!(
             f,
             "-t {} {} {}",
-            self.table.as_str(),
-            self.chain,
+            self.table().as_str(),
+            self.chain.as_str(),
             self.spec()
         )
     }
 }
 
+/// Which flag a rule's port comes from.
 #[derive(Clone, Copy)]
-enum Dir {
-    /// `-d IP --dport P`
-    To,
-    /// `-s IP --sport P`
-    From,
+enum Port {
+    Dns,
+    Health,
 }
 
-/// The match part of a rule: protocol, direction, address and port.
-#[derive(Clone, Copy)]
-struct Match<'a> {
-    proto: &'static str,
-    dir: Dir,
-    ip: &'a IpAddr,
-    port: u16,
-}
+const BOTH: &[Proto] = &[Proto::Tcp, Proto::Udp];
+const TCP: &[Proto] = &[Proto::Tcp];
 
-fn rule(table: Table, chain: &'static str, m: Match, target: &str, comment: &str) -> Rule {
-    let (addr_flag, port_flag) = match m.dir {
-        Dir::To => ("-d", "--dport"),
-        Dir::From => ("-s", "--sport"),
-    };
-    let (addr_flag_saved, host_bits) = (addr_flag, if m.ip.is_ipv4() { 32 } else { 128 });
-    let saved = format!(
-        "-A {chain} {addr_flag_saved} {}/{host_bits} -p {proto} -m {proto} {port_flag} {} -m comment --comment \"{comment}\" -j {target}",
-        m.ip, m.port, proto = m.proto
-    );
-    Rule {
-        table,
-        chain,
-        saved,
-        args: [
-            "-p",
-            m.proto,
-            addr_flag,
-            &m.ip.to_string(),
-            port_flag,
-            &m.port.to_string(),
-            "-j",
-            target,
-            "-m",
-            "comment",
-            "--comment",
-            comment,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    }
-}
+/// Upstream's rules for one local IP, in its order of insertion; each row is one rule per
+/// protocol listed.
+const PER_IP: [(Target, Chain, End, Port, &[Proto]); 7] = {
+    use Chain::{Input, Output, Prerouting};
+    use End::{Destination as To, Source as From};
+    use Target::{Accept, Notrack};
+    [
+        // Queries to the local IPs skip conntrack, so kube-proxy's DNAT never sees them.
+        (Notrack, Prerouting, To, Port::Dns, BOTH),
+        // Untracked packets are not ESTABLISHED: accept them explicitly.
+        (Accept, Input, To, Port::Dns, BOTH),
+        (Notrack, Output, From, Port::Dns, BOTH),
+        (Accept, Output, From, Port::Dns, BOTH),
+        // Queries from host-network pods.
+        (Notrack, Output, To, Port::Dns, BOTH),
+        // The kubelet's liveness probe to CoreDNS's health plugin.
+        (Notrack, Output, To, Port::Health, TCP),
+        (Notrack, Output, From, Port::Health, TCP),
+    ]
+};
 
 /// The 12 rules per local IP, in upstream's order of insertion.
 pub fn node_cache_rules(local_ips: &[IpAddr], dns_port: u16, health_port: u16) -> Vec<Rule> {
-    use Dir::{From, To};
-    let notrack = |chain, proto, dir, ip, port| {
-        let m = Match {
-            proto,
-            dir,
-            ip,
-            port,
-        };
-        rule(Table::Raw, chain, m, "NOTRACK", COMMENT_SKIP_CONNTRACK)
-    };
-    let accept = |chain, proto, dir, ip, port| {
-        let m = Match {
-            proto,
-            dir,
-            ip,
-            port,
-        };
-        rule(Table::Filter, chain, m, "ACCEPT", COMMENT_ALLOW_TRAFFIC)
-    };
-    let p = dns_port;
-    local_ips
-        .iter()
-        .flat_map(|ip| {
-            [
-                // Queries to the local IPs skip conntrack, so kube-proxy's DNAT never sees them.
-                notrack("PREROUTING", "tcp", To, ip, p),
-                notrack("PREROUTING", "udp", To, ip, p),
-                // Untracked packets are not ESTABLISHED: accept them explicitly.
-                accept("INPUT", "tcp", To, ip, p),
-                accept("INPUT", "udp", To, ip, p),
-                notrack("OUTPUT", "tcp", From, ip, p),
-                notrack("OUTPUT", "udp", From, ip, p),
-                accept("OUTPUT", "tcp", From, ip, p),
-                accept("OUTPUT", "udp", From, ip, p),
-                // Queries from host-network pods.
-                notrack("OUTPUT", "tcp", To, ip, p),
-                notrack("OUTPUT", "udp", To, ip, p),
-                // The kubelet's liveness probe to CoreDNS's health plugin.
-                notrack("OUTPUT", "tcp", To, ip, health_port),
-                notrack("OUTPUT", "tcp", From, ip, health_port),
-            ]
-        })
-        .collect()
+    let mut rules = Vec::with_capacity(local_ips.len() * 12);
+    for &ip in local_ips {
+        for (target, chain, end, port, protos) in PER_IP {
+            let port = match port {
+                Port::Dns => dns_port,
+                Port::Health => health_port,
+            };
+            rules.extend(protos.iter().map(|&proto| Rule {
+                chain,
+                proto,
+                end,
+                ip,
+                port,
+                target,
+            }));
+        }
+    }
+    rules
 }
 
 #[cfg(test)]
@@ -190,6 +290,10 @@ mod tests {
             rules[23].to_string(),
             "-t raw OUTPUT -p tcp -s 10.96.0.10 --sport 8080 -j NOTRACK -m comment --comment \"NodeLocal DNS Cache: skip conntrack\""
         );
+        assert_eq!(
+            rules[2].iptables_args().last().map(String::as_str),
+            Some(COMMENT_ALLOW_TRAFFIC)
+        );
     }
 
     #[test]
@@ -199,9 +303,8 @@ mod tests {
             "169.254.20.10".parse().unwrap(),
             "10.96.0.10".parse().unwrap(),
         ];
-        let mut predicted: Vec<&str> = Vec::new();
         let rules = node_cache_rules(&ips, 53, 8080);
-        predicted.extend(rules.iter().map(Rule::saved_form));
+        let mut predicted: Vec<String> = rules.iter().map(Rule::saved_form).collect();
         let mut saved: Vec<&str> = golden.lines().filter(|l| l.starts_with("-A")).collect();
         predicted.sort_unstable();
         saved.sort_unstable();

@@ -7,6 +7,7 @@ mod supervision;
 
 use std::sync::Arc;
 
+use netsetup::{FilterError, InterfaceError};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
@@ -59,6 +60,33 @@ impl ErrorType {
             ErrorType::InterfaceAdd => "interface_add",
             ErrorType::InterfaceCheck => "interface_check",
             ErrorType::Configmap => "configmap",
+        }
+    }
+}
+
+/// Upstream counts every rule error as `iptables`, whatever the backend, except a held lock.
+impl From<&FilterError> for ErrorType {
+    fn from(e: &FilterError) -> Self {
+        match e {
+            FilterError::Lock { .. } => ErrorType::IptablesLock,
+            FilterError::Command { .. }
+            | FilterError::Unavailable { .. }
+            | FilterError::Conflict(_) => ErrorType::Iptables,
+        }
+    }
+}
+
+/// Upstream counts a failure to read the interface as `interface_check`, any other as
+/// `interface_add`; deleting it only happens here, in teardown, and counts as a check.
+impl From<&InterfaceError> for ErrorType {
+    fn from(e: &InterfaceError) -> Self {
+        match e {
+            InterfaceError::Check { .. } | InterfaceError::Delete { .. } => {
+                ErrorType::InterfaceCheck
+            }
+            InterfaceError::Socket(_)
+            | InterfaceError::Create { .. }
+            | InterfaceError::AddAddress { .. } => ErrorType::InterfaceAdd,
         }
     }
 }
@@ -181,13 +209,7 @@ mod tests {
     #[test]
     fn all_five_labels_start_at_zero_under_upstreams_name() {
         let text = Metrics::new().encode();
-        for label in [
-            "iptables",
-            "iptables_lock",
-            "interface_add",
-            "interface_check",
-            "configmap",
-        ] {
+        for label in ErrorType::ALL.map(ErrorType::label) {
             assert_eq!(
                 sample(&text, label).as_deref(),
                 Some("0"),
@@ -234,6 +256,33 @@ mod tests {
                 "configmap"
             ]
         );
+    }
+
+    #[test]
+    fn library_errors_count_under_upstreams_labels() {
+        let lock = FilterError::Lock {
+            tool: "iptables",
+            wait_secs: 5,
+            rule: "-t raw PREROUTING".into(),
+        };
+        let unavailable = FilterError::Unavailable {
+            tool: "nft",
+            reason: "not found".into(),
+        };
+        let conflict = FilterError::Conflict(netsetup::Conflict::NoTool);
+        assert_eq!(ErrorType::from(&lock), ErrorType::IptablesLock);
+        assert_eq!(ErrorType::from(&unavailable), ErrorType::Iptables);
+        assert_eq!(ErrorType::from(&conflict), ErrorType::Iptables);
+        let check = InterfaceError::Check {
+            name: "nodelocaldns".into(),
+            reason: "EPERM".into(),
+        };
+        let create = InterfaceError::Create {
+            name: "nodelocaldns".into(),
+            reason: "EPERM".into(),
+        };
+        assert_eq!(ErrorType::from(&check), ErrorType::InterfaceCheck);
+        assert_eq!(ErrorType::from(&create), ErrorType::InterfaceAdd);
     }
 
     #[test]

@@ -17,14 +17,6 @@ pub struct NodeNetwork {
     metrics: Metrics,
 }
 
-/// The library errors name their upstream metric label; this finds the matching counter.
-fn error_type(label: &str) -> ErrorType {
-    ErrorType::ALL
-        .into_iter()
-        .find(|t| t.label() == label)
-        .unwrap_or(ErrorType::Iptables)
-}
-
 impl NodeNetwork {
     /// Opens what the flags ask for; touches nothing yet.
     pub fn new(config: &Config, metrics: Metrics) -> Result<Self> {
@@ -35,7 +27,7 @@ impl NodeNetwork {
         };
         let filter: Option<Arc<dyn PacketFilter>> = if config.setup_iptables {
             let selected = select(config.firewall_backend, &config.local_ips).inspect_err(|e| {
-                metrics.setup_error(error_type(e.metric_label()));
+                metrics.setup_error(ErrorType::from(e));
             })?;
             tracing::info!(backend = selected.filter.name(), "{}", selected.reason);
             Some(selected.filter)
@@ -74,7 +66,7 @@ impl NodeNetwork {
                 Ok(report.changed())
             }
             Err(e) => {
-                self.metrics.setup_error(error_type(e.metric_label()));
+                self.metrics.setup_error(ErrorType::from(&e));
                 Err(e.into())
             }
         }
@@ -108,7 +100,7 @@ impl NodeNetwork {
                 Ok(())
             }
             Err(e) => {
-                self.metrics.setup_error(error_type(e.metric_label()));
+                self.metrics.setup_error(ErrorType::from(&e));
                 Err(e.into())
             }
         }
@@ -127,7 +119,7 @@ impl NodeNetwork {
             }
             Ok(Err(errors)) => {
                 for e in errors {
-                    self.metrics.setup_error(error_type(e.metric_label()));
+                    self.metrics.setup_error(ErrorType::from(&e));
                     tracing::error!("removing rules: {e}");
                 }
                 false
