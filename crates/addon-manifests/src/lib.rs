@@ -10,6 +10,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod promql;
+
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
