@@ -6,7 +6,8 @@
 //! Invariants, beyond "no panic":
 //! - parsing is deterministic: the same arguments twice, the same result;
 //! - a usage error is one non-empty line and exits 2; help is the usage text and exits 0;
-//! - an accepted command line has at least one local IP (unless `-version`/`-plugins`), none
+//! - an accepted command line has at least one local IP (unless `-version`/`-plugins`/
+//!   `-checkready`), none
 //!   twice, a kernel-valid interface name, non-zero ports, a non-empty
 //!   `-upstreamsvc`, TLS off (unless informational), and CoreDNS arguments that can be built.
 
@@ -40,7 +41,7 @@ pub fn check(data: &[u8]) {
 }
 
 fn check_config(config: &Config) {
-    let informational = config.show_version || config.list_plugins;
+    let informational = config.show_version || config.list_plugins || config.check_ready;
     assert!(informational || !config.local_ips.is_empty(), "{config:?}");
     let unique: HashSet<_> = config.local_ips.iter().collect();
     assert_eq!(

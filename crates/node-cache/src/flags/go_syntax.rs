@@ -1,44 +1,12 @@
-//! Go `flag` syntax → clap. Go accepts `-name value`, `-name=value`, `--name value` and
+//! Go `flag` syntax. Go accepts `-name value`, `-name=value`, `--name value` and
 //! `--name=value`; a boolean takes its value only as `-name=false`. Flag parsing ends at `--`
-//! or at the first argument that is not a flag. The clap `Command` is the one table of flags:
-//! this module only asks it which names exist and which of them are booleans, and rewrites
-//! every flag as `--long=value`, so clap never has to guess whether `-x` is a value.
+//! or at the first argument that is not a flag. The names, aliases and which flags are
+//! booleans come from the table the caller passes (the real one is [`super::table::FLAGS`]).
 
 use std::ffi::OsString;
 
-use clap::Command;
-
+use super::table::{Flag, Kind};
 use super::FlagError;
-
-/// One flag as the normaliser needs it.
-struct Flag {
-    long: String,
-    names: Vec<String>,
-    /// A boolean flag: its value is optional and can only be attached with `=`.
-    is_bool: bool,
-}
-
-fn flags_of(command: &Command) -> Vec<Flag> {
-    command
-        .get_arguments()
-        .filter_map(|arg| {
-            let long = arg.get_long()?.to_string();
-            let mut names = vec![long.clone()];
-            names.extend(
-                arg.get_all_aliases()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(str::to_string),
-            );
-            let is_bool = arg.get_num_args().is_some_and(|n| n.min_values() == 0);
-            Some(Flag {
-                long,
-                names,
-                is_bool,
-            })
-        })
-        .collect()
-}
 
 /// Go's `strconv.ParseBool`.
 pub(super) fn parse_go_bool(text: &str) -> Option<bool> {
@@ -60,13 +28,13 @@ fn stray(arg: &str, after_bool: Option<&str>) -> FlagError {
     })
 }
 
-/// Rewrites Go-style arguments as `--long=value` for `command`. `-h`, `-help` and `--help`
-/// (unless defined) give [`FlagError::Help`].
-pub(super) fn to_clap_args(
-    command: &Command,
+/// The assignments Go-style `args` make, in order, as (index in `flags`, value); a boolean's
+/// value is `true` or `false`. `-h`, `-help` and `--help` (unless defined) give
+/// [`FlagError::Help`].
+pub(super) fn assignments(
+    flags: &[Flag],
     args: impl IntoIterator<Item = OsString>,
-) -> Result<Vec<String>, FlagError> {
-    let flags = flags_of(command);
+) -> Result<Vec<(usize, String)>, FlagError> {
     let args = args
         .into_iter()
         .map(|a| {
@@ -106,7 +74,10 @@ pub(super) fn to_clap_args(
             Some((name, value)) => (name, Some(value)),
             None => (body, None),
         };
-        let Some(flag) = flags.iter().find(|f| f.names.iter().any(|n| n == name)) else {
+        let Some(index) = flags
+            .iter()
+            .position(|f| f.name == name || f.alias == Some(name))
+        else {
             if name == "h" || name == "help" {
                 return Err(FlagError::Help(super::usage()));
             }
@@ -116,7 +87,7 @@ pub(super) fn to_clap_args(
             )));
         };
         bare_bool = None;
-        let value = if flag.is_bool {
+        let value = if flags[index].kind == Kind::Bool {
             match value {
                 None => {
                     bare_bool = Some(name);
@@ -141,7 +112,7 @@ pub(super) fn to_clap_args(
                     .ok_or_else(|| FlagError::Usage(format!("flag needs an argument: -{name}")))?,
             }
         };
-        out.push(format!("--{}={value}", flag.long));
+        out.push((index, value.to_string()));
     }
     Ok(out)
 }
@@ -149,28 +120,42 @@ pub(super) fn to_clap_args(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{Arg, ArgAction};
+    use crate::flags::table::Origin;
 
-    fn command() -> Command {
-        let mut command = Command::new("t")
-            .disable_help_flag(true)
-            .disable_version_flag(true)
-            .arg(Arg::new("s").long("str"))
-            .arg(Arg::new("p").long("dns.port").alias("p"))
-            .arg(
-                Arg::new("b")
-                    .long("flag")
-                    .action(ArgAction::Set)
-                    .num_args(0..=1)
-                    .require_equals(true)
-                    .default_missing_value("true"),
-            );
-        command.build();
-        command
-    }
+    const FLAGS: [Flag; 3] = [
+        Flag {
+            name: "str",
+            alias: None,
+            kind: Kind::Value("string"),
+            default: "",
+            origin: Origin::Ours,
+            help: "",
+        },
+        Flag {
+            name: "dns.port",
+            alias: Some("p"),
+            kind: Kind::Value("string"),
+            default: "53",
+            origin: Origin::CoreDns,
+            help: "",
+        },
+        Flag {
+            name: "flag",
+            alias: None,
+            kind: Kind::Bool,
+            default: "false",
+            origin: Origin::Ours,
+            help: "",
+        },
+    ];
 
+    /// The assignments, spelt as `--name=value`.
     fn norm(args: &[&str]) -> Result<Vec<String>, FlagError> {
-        to_clap_args(&command(), args.iter().map(OsString::from))
+        let set = assignments(&FLAGS, args.iter().map(OsString::from))?;
+        Ok(set
+            .into_iter()
+            .map(|(i, value)| format!("--{}={value}", FLAGS[i].name))
+            .collect())
     }
 
     fn usage_err(args: &[&str]) -> String {
