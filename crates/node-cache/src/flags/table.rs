@@ -233,7 +233,8 @@ pub fn markdown_table() -> String {
         text.push_str(&format!(
             "| {name} | {default} | {} | {} |\n",
             flag.origin.readme(),
-            help(flag).replace('|', "\\|")
+            // Markdown would read `<NAME>` as an HTML tag and `|` as a cell border.
+            help(flag).replace('|', "\\|").replace('<', "\\<")
         ));
     }
     text

@@ -499,3 +499,29 @@ fn real_host_finds_an_executable_on_path() {
         None
     );
 }
+
+/// README.md's flag table is [`markdown_table`], between its two markers. `UPDATE_README=1`
+/// rewrites it.
+#[test]
+fn the_readme_flag_table_is_the_flag_table() {
+    const BEGIN: &str = "<!-- generated from crates/node-cache/src/flags/table.rs: \
+                         UPDATE_README=1 cargo test -p node-cache --lib readme -->\n";
+    const END: &str = "<!-- end of flags -->\n";
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    let readme = std::fs::read_to_string(&path).expect("README.md");
+    let start = readme.find(BEGIN).expect("the README's begin marker") + BEGIN.len();
+    let end = start + readme[start..].find(END).expect("the README's end marker");
+    let want = markdown_table();
+    if readme[start..end] == want {
+        return;
+    }
+    if std::env::var_os("UPDATE_README").is_some() {
+        let updated = format!("{}{want}{}", &readme[..start], &readme[end..]);
+        std::fs::write(&path, updated).expect("writing README.md");
+        return;
+    }
+    panic!(
+        "README.md's flag table differs from the flag table (UPDATE_README=1 rewrites it); \
+         it should read:\n{want}"
+    );
+}
