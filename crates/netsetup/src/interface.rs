@@ -9,12 +9,9 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{LinkFlags, LinkMessage};
+use nix::errno::Errno::{self, EEXIST, ENODEV, EOPNOTSUPP};
 use rtnetlink::{Handle, LinkDummy, LinkIfb, LinkUnspec};
 use tokio::sync::Mutex;
-
-const ENODEV: i32 = 19;
-const EEXIST: i32 = 17;
-const EOPNOTSUPP: i32 = 95;
 
 /// Upstream counts a failure to read the interface's state (and here, to delete it) as
 /// `errortype="interface_check"`, any other as `interface_add`.
@@ -72,9 +69,9 @@ fn reason(e: &rtnetlink::Error) -> String {
     }
 }
 
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+fn errno(e: &rtnetlink::Error) -> Option<Errno> {
     match e {
-        rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
+        rtnetlink::Error::NetlinkError(m) => Some(Errno::from_raw(-m.raw_code())),
         _ => None,
     }
 }

@@ -418,13 +418,7 @@ mod tests {
             "{response}"
         );
         assert!(response.contains("\r\nConnection: close\r\n"), "{response}");
-        for label in [
-            "iptables",
-            "iptables_lock",
-            "interface_add",
-            "interface_check",
-            "configmap",
-        ] {
+        for label in ErrorType::ALL.map(ErrorType::label) {
             let line = format!("coredns_nodecache_setup_errors_total{{errortype=\"{label}\"}} 0\n");
             assert!(response.contains(&line), "{label}:\n{response}");
         }
