@@ -9,8 +9,9 @@
 //! explicit destination works on a connected socket). Once the queue is empty a graceful
 //! SIGTERM lets the queries in flight finish.
 //!
-//! Duplicating another process's descriptor needs ptrace access to it (`CAP_SYS_PTRACE` when it
-//! runs as another user); without it the caller falls back to stopping CoreDNS outright.
+//! Duplicating another process's descriptor needs ptrace access to it: its user's ids (taken
+//! on a thread of ours with `CAP_SETUID`/`CAP_SETGID`, see [`crate::owner_identity`]) or
+//! `CAP_SYS_PTRACE`; without either the caller falls back to stopping CoreDNS outright.
 
 use std::io;
 use std::net::SocketAddr;
@@ -50,19 +51,27 @@ impl Detached {
 /// `addrs`. Each socket is connected to its own address, a sender no query comes from.
 pub fn stop_receiving(pid: u32, addrs: &[SocketAddr]) -> io::Result<Detached> {
     let fds = socket_fds(pid)?;
-    let pidfd = pidfd_open(pid)?;
-    let mut sockets = Vec::new();
+    let mut targets = Vec::new();
     for addr in addrs {
         for row in udp_sockets_on(pid, addr)? {
-            let Some(&target) = fds.get(&row.inode) else {
-                continue;
-            };
-            let socket = pidfd_getfd(&pidfd, target)?;
-            connect(socket.as_raw_fd(), &SockaddrStorage::from(*addr)).map_err(|e| {
-                io::Error::new(io::Error::from(e).kind(), format!("connect {addr}: {e}"))
-            })?;
-            sockets.push((*addr, row.inode));
+            if let Some(&target) = fds.get(&row.inode) {
+                targets.push((*addr, row.inode, target));
+            }
         }
+    }
+    let duplicates = crate::owner_identity::attaching_as_owner_of(pid, || {
+        let pidfd = pidfd_open(pid)?;
+        targets
+            .iter()
+            .map(|(_, _, target)| pidfd_getfd(&pidfd, *target))
+            .collect::<io::Result<Vec<OwnedFd>>>()
+    })?;
+    let mut sockets = Vec::new();
+    for ((addr, inode, _), socket) in targets.iter().zip(duplicates) {
+        connect(socket.as_raw_fd(), &SockaddrStorage::from(*addr)).map_err(|e| {
+            io::Error::new(io::Error::from(e).kind(), format!("connect {addr}: {e}"))
+        })?;
+        sockets.push((*addr, *inode));
     }
     Ok(Detached { pid, sockets })
 }

@@ -8,22 +8,33 @@ use std::fs;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-/// Socket inodes among `pid`'s open file descriptors, with the descriptor's number.
+/// Socket inodes among `pid`'s open file descriptors, with the descriptor's number, read as
+/// the process's owner (see [`crate::owner_identity`]). A link we may not read is an error,
+/// never an empty set: "no socket" must not be concluded from missing evidence.
 pub(crate) fn socket_fds(pid: u32) -> io::Result<HashMap<u64, i32>> {
+    crate::owner_identity::reading_as_owner_of(pid, || read_socket_fds(pid))
+}
+
+fn read_socket_fds(pid: u32) -> io::Result<HashMap<u64, i32>> {
     let mut inodes = HashMap::new();
-    for fd in fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
+    for fd in fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let fd = fd?;
         let Ok(number) = fd.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        if let Ok(target) = fs::read_link(fd.path()) {
-            let target = target.to_string_lossy();
-            if let Some(n) = target
-                .strip_prefix("socket:[")
-                .and_then(|t| t.strip_suffix(']'))
-            {
-                if let Ok(inode) = n.parse() {
-                    inodes.insert(inode, number);
-                }
+        let target = match fs::read_link(fd.path()) {
+            Ok(target) => target,
+            // Closed between the listing and the read: not one of its sockets any more.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("/proc/{pid}/fd: {e}"))),
+        };
+        let target = target.to_string_lossy();
+        if let Some(n) = target
+            .strip_prefix("socket:[")
+            .and_then(|t| t.strip_suffix(']'))
+        {
+            if let Ok(inode) = n.parse() {
+                inodes.insert(inode, number);
             }
         }
     }

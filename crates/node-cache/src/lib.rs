@@ -14,6 +14,7 @@ pub mod info;
 pub mod metrics;
 mod node_network;
 mod peers;
+pub mod readiness;
 mod reaper;
 mod serving;
 pub mod supervisor;

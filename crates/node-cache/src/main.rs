@@ -1,7 +1,7 @@
 //! The node-cache binary: parse the command line, then hand over to the supervisor.
 #![forbid(unsafe_code)]
 
-use node_cache::{flags, info, supervisor};
+use node_cache::{flags, info, readiness, supervisor};
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -17,6 +17,11 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
+    if config.check_ready {
+        if let Some(path) = &config.ready_file {
+            return readiness::check(path);
+        }
+    }
     if config.show_version {
         return info::print_versions(&config);
     }

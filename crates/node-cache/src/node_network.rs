@@ -131,22 +131,23 @@ impl NodeNetwork {
         }
     }
 
-    /// Removes the rules, then the interface: the other order would leave rules steering the
-    /// kube-dns IP to an address that no longer exists. Keeps going past errors and logs each.
-    /// Returns whether everything was removed.
-    pub async fn teardown(&self) -> bool {
-        let mut clean = self.remove_rules().await;
-        if let Some(interface) = &self.interface {
-            match interface.remove().await {
-                Ok(true) => tracing::info!(interface = interface.name(), "interface removed"),
-                Ok(false) => {}
-                Err(e) => {
-                    clean = false;
-                    tracing::error!("teardown: {e}");
-                }
+    /// Removes the interface (after the rules: the other order would leave rules steering the
+    /// kube-dns IP to an address that no longer exists). Returns whether it went.
+    pub async fn remove_interface(&self) -> bool {
+        let Some(interface) = &self.interface else {
+            return true;
+        };
+        match interface.remove().await {
+            Ok(true) => {
+                tracing::info!(interface = interface.name(), "interface removed");
+                true
+            }
+            Ok(false) => true,
+            Err(e) => {
+                tracing::error!("teardown: {e}");
+                false
             }
         }
-        clean
     }
 
     /// Whether the flags asked for an interface (and so for interface events).

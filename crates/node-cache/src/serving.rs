@@ -31,6 +31,7 @@ use crate::flags::Config;
 use crate::metrics::{Metrics, ReloadResult, RestartReason};
 use crate::node_network::NodeNetwork;
 use crate::peers::{Presence, Role};
+use crate::readiness::ReadyFile;
 use crate::supervisor::Signals;
 
 /// Probe period while CoreDNS starts: bounds the delay from its first answer to our rules.
@@ -58,6 +59,8 @@ const HANDOVER_QUEUE_MAX: Duration = Duration::from_secs(1);
 const HANDOVER_QUEUE_POLL: Duration = Duration::from_millis(2);
 /// Netlink events closer together than this are one repair.
 const REPAIR_SETTLE: Duration = Duration::from_millis(5);
+/// How long the last instance out waits for the peer lock before tearing down anyway.
+const LEAVE_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 struct Running {
     child: CorednsChild,
@@ -86,6 +89,9 @@ pub struct Serving<'a> {
     fail_open: bool,
     /// Distinguishes the first answer (startup) from recoveries in the log.
     first_answer_logged: bool,
+    /// Whether we have said that CoreDNS's sockets cannot be seen (said once).
+    ownership_unproven_logged: bool,
+    ready: ReadyFile,
 }
 
 fn child_env() -> Vec<(OsString, OsString)> {
@@ -115,11 +121,6 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
         Some(at) => sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-fn owns_socket(pid: u32, addr: SocketAddr) -> bool {
-    // Unreadable tables (no /proc) must not keep the rules out forever: trust the answer then.
-    coredns_child::sockets::has_udp_socket_on(pid, addr).unwrap_or(true)
 }
 
 fn ticker(period: Duration) -> Interval {
@@ -153,7 +154,39 @@ impl<'a> Serving<'a> {
             rules_in_place: false,
             fail_open: false,
             first_answer_logged: false,
+            ownership_unproven_logged: false,
+            ready: ReadyFile::new(config.ready_file.clone()),
         }
+    }
+
+    /// Whether CoreDNS `pid` holds its own socket on every local address. Without the evidence
+    /// (unreadable `/proc`, missing privileges) the answer is trusted: refusing to serve for
+    /// want of proof would leave the node without rules for good.
+    fn owns_sockets(&mut self, pid: u32) -> bool {
+        for ip in &self.config.local_ips {
+            let addr = SocketAddr::new(*ip, self.config.dns_port);
+            match coredns_child::sockets::has_udp_socket_on(pid, addr) {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(e) => {
+                    if !self.ownership_unproven_logged {
+                        self.ownership_unproven_logged = true;
+                        tracing::warn!(
+                            pid,
+                            "cannot see CoreDNS's sockets ({e}); trusting its answers"
+                        );
+                    }
+                    return true;
+                }
+            }
+        }
+        true
+    }
+
+    /// Ready for the kubelet: our own CoreDNS answers and, when we manage them, the rules
+    /// are in place.
+    fn is_ready(&self) -> bool {
+        self.serving() && !self.fail_open && (self.rules_in_place || !self.config.setup_iptables)
     }
 
     /// Runs until SIGTERM/SIGINT; returns the signal's name.
@@ -169,7 +202,10 @@ impl<'a> Serving<'a> {
             let restart_at = self.restart_at;
             let fail_open_at = self.fail_open_deadline();
             tokio::select! {
-                name = signals.recv() => return name,
+                name = signals.recv() => {
+                    self.ready.set(false);
+                    return name;
+                }
                 event = child_event(&mut self.child) => match event {
                     ChildEvent::Exited(status) => self.on_exit(status),
                     ChildEvent::Reload(outcome) => self.on_reload(outcome),
@@ -191,6 +227,7 @@ impl<'a> Serving<'a> {
                     self.repair_interface().await;
                 }
             }
+            self.ready.set(self.is_ready());
             let wanted = match &self.child {
                 Some(r) if r.answered && r.missed_probes == 0 => SERVING_PROBE_EVERY,
                 _ => STARTING_PROBE_EVERY,
@@ -318,13 +355,17 @@ impl<'a> Serving<'a> {
         } else {
             STARTING_PROBE_TIMEOUT
         };
+        let (answered, pid) = (running.answered, running.child.pid());
         match probe(self.probe_addr, timeout).await {
             // With a peer on the node its CoreDNS may have answered: ours counts as up once
-            // it holds its own socket on the address too.
-            Ok(_) if !running.answered && !owns_socket(running.child.pid(), self.probe_addr) => {
+            // it holds its own socket on the addresses too.
+            Ok(_) if !answered && !self.owns_sockets(pid) => {
                 self.check_start_deadline("a peer answers, but ours holds no socket yet");
             }
             Ok(_) => {
+                let Some(running) = &mut self.child else {
+                    return;
+                };
                 running.missed_probes = 0;
                 if !running.answered {
                     running.answered = true;
@@ -332,7 +373,10 @@ impl<'a> Serving<'a> {
                     self.on_first_answer(since_spawn).await;
                 }
             }
-            Err(e) if running.answered => {
+            Err(e) if answered => {
+                let Some(running) = &mut self.child else {
+                    return;
+                };
                 running.missed_probes += 1;
                 if running.missed_probes >= HUNG_AFTER && running.killed_for.is_none() {
                     tracing::error!(
@@ -527,13 +571,37 @@ impl<'a> Serving<'a> {
         }
     }
 
+    /// After the drain: stops CoreDNS and, unless `-skipteardown`, takes the node state down
+    /// when we are the last instance: the rules first (pods reach kube-dns through kube-proxy
+    /// again while our CoreDNS still answers what is in flight), then CoreDNS, then the
+    /// interface. Returns whether everything that should go went.
+    pub async fn leave(&mut self) -> bool {
+        if self.config.skip_teardown {
+            self.stop_child().await;
+            tracing::info!("-skipteardown: leaving the interface and rules in place");
+            return true;
+        }
+        let (lock, others) = self.presence.leave(LEAVE_LOCK_WAIT).await;
+        if !others.is_empty() {
+            drop(lock);
+            tracing::info!(peers = ?others, "other node-cache instance(s) still run; leaving the interface and rules to them");
+            self.stop_child().await;
+            return true;
+        }
+        // Held to the end: nobody registers between our look and the interface going.
+        let _lock = lock;
+        let rules = self.network.remove_rules().await;
+        self.stop_child().await;
+        rules & self.network.remove_interface().await
+    }
+
     /// Stops the CoreDNS that is running (if any). Alone: SIGTERM, then SIGKILL after a grace
     /// period, as upstream. With another instance serving the same addresses, first hand the
     /// port over (see [`coredns_child::handover`]): our sockets stop getting new queries, CoreDNS
     /// reads what is queued, and only then SIGTERM lets the queries in flight finish. Without
     /// that (no ptrace access to the child), SIGKILL at once: CoreDNS's graceful stop keeps its
     /// sockets, and with them a share of new queries, for ~100 ms after it stops reading.
-    pub async fn stop_child(&mut self) {
+    async fn stop_child(&mut self) {
         let Some(mut running) = self.child.take() else {
             return;
         };

@@ -1,6 +1,6 @@
 //! The lifecycle around the serving loop: metrics endpoint, first render, interface; then
-//! [`crate::serving`] runs CoreDNS until a signal; then teardown (CoreDNS stopped, rules
-//! removed, interface removed) unless `-skipteardown`.
+//! [`crate::serving`] runs CoreDNS until a signal and leaves (the last instance out removes
+//! the rules, stops CoreDNS, removes the interface) unless `-skipteardown`.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use crate::corefile_sync::CorefileSync;
 use crate::flags::Config;
 use crate::metrics::{self, Metrics};
 use crate::node_network::NodeNetwork;
-use crate::peers::{self, Presence, Role};
+use crate::peers::{self, InstanceId, Presence, Role};
 use crate::serving::Serving;
 
 /// How long we wait for the peer lock; a holder that hangs must not stop us for good.
@@ -87,10 +87,13 @@ async fn supervise(config: Config) -> Result<ExitCode> {
     let network = NodeNetwork::new(&config, metrics.clone())?;
     // Register before touching the node, under the lock a stopping peer holds while it decides
     // whether it is the last one out.
+    let id = InstanceId::new(std::env::var("POD_NAME").ok().as_deref())
+        .context("choosing this instance's id")?;
     let mut presence = {
         let _lock = peers::lock(&config.interface_name, PEER_LOCK_WAIT).await;
-        Presence::register(&config.interface_name).context("registering with peer instances")?
+        Presence::register(&config.interface_name, id).context("registering with peer instances")?
     };
+    tracing::info!(instance = %presence.id(), "registered");
     let others = presence.others(Role::Present);
     if !others.is_empty() {
         tracing::info!(peers = ?others, "other node-cache instance(s) run here; adopting the interface and rules");
@@ -111,34 +114,31 @@ async fn supervise(config: Config) -> Result<ExitCode> {
             started,
         );
         let stop = serving.run(&mut signals).await;
+        tracing::info!("{stop} received; shutting down");
         serving.drain().await;
-        serving.stop_child().await;
+        if !serving.leave().await {
+            tracing::error!("teardown incomplete; see the errors above");
+        }
         Ok::<_, anyhow::Error>(stop)
     }
     .await;
     let code = match result {
-        Ok(name) => {
-            tracing::info!("{name} received; shutting down");
-            ExitCode::SUCCESS
-        }
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
+            // CoreDNS never started: only the interface (and rules of an earlier run we
+            // adopted) can be ours to remove.
+            if !config.skip_teardown {
+                let (_lock, others) = presence.leave(PEER_LOCK_WAIT).await;
+                if others.is_empty()
+                    && !(network.remove_rules().await & network.remove_interface().await)
+                {
+                    tracing::error!("teardown incomplete; see the errors above");
+                }
+            }
             ExitCode::FAILURE
         }
     };
-    if config.skip_teardown {
-        tracing::info!("-skipteardown: leaving the interface and rules in place");
-    } else {
-        // Under the lock: no peer can register between our look and our teardown.
-        let _lock = peers::lock(&config.interface_name, PEER_LOCK_WAIT).await;
-        presence.withdraw();
-        let others = presence.others(Role::Present);
-        if !others.is_empty() {
-            tracing::info!(peers = ?others, "other node-cache instance(s) still run; leaving the interface and rules to them");
-        } else if !network.teardown().await {
-            tracing::error!("teardown incomplete; see the errors above");
-        }
-    }
     let _ = stop_metrics.send(());
     tracing::info!(took_ms = started.elapsed().as_millis() as u64, "exiting");
     Ok(code)

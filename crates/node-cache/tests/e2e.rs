@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use nix::sys::signal::Signal;
 use testbed::agent::{
-    node_http_get, pod_query, start_node_cache, wait_rules, AgentFiles, INTERFACE,
+    coredns_host_pid, node_http_get, pod_query, start_node_cache, wait_rules, AgentFiles, INTERFACE,
 };
 use testbed::topology::names;
 use testbed::{addrs, wait_until, Topology, Transport};
@@ -174,9 +174,7 @@ fn coredns_killed_is_restarted_and_the_rules_stay() -> Result<()> {
     let (topo, files, mut agent) = running_agent(&[])?;
     let mut coredns_pid = 0;
     wait_until("CoreDNS's pidfile", DEADLINE, || {
-        coredns_pid = std::fs::read_to_string(&files.pidfile)?
-            .trim()
-            .parse::<i32>()?;
+        coredns_pid = coredns_host_pid(&agent, &files.pidfile)? as i32;
         Ok(true)
     })?;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(coredns_pid), Signal::SIGKILL)?;
@@ -188,9 +186,7 @@ fn coredns_killed_is_restarted_and_the_rules_stay() -> Result<()> {
             "A",
             Transport::Udp,
         );
-        let new_pid = std::fs::read_to_string(&files.pidfile)?
-            .trim()
-            .parse::<i32>()?;
+        let new_pid = coredns_host_pid(&agent, &files.pidfile)? as i32;
         Ok(new_pid != coredns_pid && answer.is_ok_and(|a| a == [names::CLUSTER_IP]))
     })?;
     eprintln!(
@@ -211,4 +207,55 @@ fn coredns_killed_is_restarted_and_the_rules_stay() -> Result<()> {
     agent.signal(Signal::SIGTERM)?;
     assert!(agent.wait_exit(DEADLINE)?.success(), "{}", agent.log());
     assert_node_clean(&topo)
+}
+
+/// The readiness probe as the kubelet runs it: `node-cache -readyfile F -checkready` inside the
+/// pod (its PID and mount namespaces). Ready once the rules are in place; not ready once a
+/// SIGTERM arrives; a file left behind names a process that is gone.
+fn check_ready(agent: &testbed::Process, file: &std::path::Path) -> Result<bool> {
+    let status = std::process::Command::new("nsenter")
+        .args([
+            "--target",
+            &agent.pid().to_string(),
+            "--pid",
+            "--mount",
+            "--",
+        ])
+        .arg(NODE_CACHE)
+        .arg("-readyfile")
+        .arg(file)
+        .arg("-checkready")
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    Ok(status.success())
+}
+
+#[test]
+fn ready_only_while_serving_with_rules() -> Result<()> {
+    let topo = Topology::build()?;
+    let files = AgentFiles::addon(&topo)?;
+    let ready = topo.path("ready");
+    // A file left by an earlier container of the pod must not count.
+    std::fs::write(&ready, "1 1\n")?;
+    let mut args = files.args(&topo.coredns);
+    args.extend(["-readyfile".to_string(), ready.display().to_string()]);
+    let mut agent = start_node_cache(&topo, NODE_CACHE.as_ref(), &args)?;
+    wait_until("the ready file", DEADLINE, || check_ready(&agent, &ready))?;
+    assert_eq!(
+        topo.node_cache_rule_lines()?.len(),
+        24,
+        "ready means the rules are in place"
+    );
+    let answer = pod_query(
+        &topo,
+        addrs::LINK_LOCAL,
+        names::CLUSTER,
+        "A",
+        Transport::Udp,
+    )?;
+    assert_eq!(answer, [names::CLUSTER_IP]);
+    agent.signal(Signal::SIGTERM)?;
+    assert!(agent.wait_exit(DEADLINE)?.success(), "{}", agent.log());
+    assert!(!ready.exists(), "not ready once stopping");
+    Ok(())
 }

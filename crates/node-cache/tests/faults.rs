@@ -149,12 +149,9 @@ fn run_to_exit(topo: &Topology, name: &str, args: &[String]) -> Result<(ExitStat
     Ok((status, agent.log()))
 }
 
-fn coredns_pid(pidfile: &Path) -> Result<i32> {
-    let text = std::fs::read_to_string(pidfile)
-        .with_context(|| format!("reading {}", pidfile.display()))?;
-    text.trim()
-        .parse()
-        .with_context(|| format!("pidfile holds {text:?}"))
+/// CoreDNS's host pid, from the pidfile the agent wrote in its PID namespace.
+fn coredns_pid(agent: &Process, pidfile: &Path) -> Result<i32> {
+    Ok(testbed::agent::coredns_host_pid(agent, pidfile)? as i32)
 }
 
 fn alive(pid: i32) -> bool {
@@ -900,7 +897,7 @@ fn a_thousand_configmap_swaps_end_in_the_last_one() -> Result<()> {
         !stub_answered(&topo, addrs::LINK_LOCAL),
         "no stub domain at first"
     );
-    let coredns = coredns_pid(&files.pidfile)?;
+    let coredns = coredns_pid(&agent, &files.pidfile)?;
     let reloads_before = metric(&topo, RELOADS_OK)?;
 
     const SWAPS: u32 = 1000;
@@ -938,7 +935,7 @@ fn a_thousand_configmap_swaps_end_in_the_last_one() -> Result<()> {
     );
     assert_running(&mut agent, "1000 swaps")?;
     assert_eq!(
-        coredns_pid(&files.pidfile)?,
+        coredns_pid(&agent, &files.pidfile)?,
         coredns,
         "CoreDNS was not restarted"
     );
@@ -974,7 +971,7 @@ fn coredns_oom_killed_is_restarted_and_answers_again() -> Result<()> {
     let topo = Topology::build()?;
     let files = AgentFiles::addon(&topo)?;
     let mut agent = start_agent(&topo, &files, &[])?;
-    let old = coredns_pid(&files.pidfile)?;
+    let old = coredns_pid(&agent, &files.pidfile)?;
     match faults::MemoryCgroup::create(&format!("{}-oom", topo.tag)) {
         Ok(cgroup) => {
             cgroup.set_limit_bytes(4 << 20)?;
@@ -1011,7 +1008,7 @@ fn coredns_oom_killed_is_restarted_and_answers_again() -> Result<()> {
         Ok(
             querier.a_records(link_local, names::CLUSTER, Duration::from_millis(100))
                 == [cluster_ip]
-                && coredns_pid(&files.pidfile).is_ok_and(|p| p != old),
+                && coredns_pid(&agent, &files.pidfile).is_ok_and(|p| p != old),
         )
     })
     .with_context(|| format!("agent log:\n{}", tail(&agent.log())))?;

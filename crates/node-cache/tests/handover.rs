@@ -4,7 +4,8 @@
 
 use anyhow::Result;
 use testbed::agent::AgentFiles;
-use testbed::handover::{run, Scenario};
+use testbed::handover::{delete_last, run, Node, Scenario};
+use testbed::pod::Capabilities;
 use testbed::Topology;
 
 const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
@@ -13,12 +14,20 @@ const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
 /// getting new queries before it stops (coredns_child::handover). A SIGKILL may lose what the
 /// kernel had queued on the killed process's sockets (1–3 per IP here, more on a slow machine):
 /// allowed up to 5%, which still fails on an outage; the figure is printed.
-fn scenario(s: Scenario, max_failed_percent: u64) -> Result<()> {
+/// Each instance is a pod of its own (PID 1 of its own PID namespace, so both have the same
+/// pid) with `capabilities`.
+fn scenario(s: Scenario, capabilities: Capabilities, max_failed_percent: u64) -> Result<()> {
     let topo = Topology::build()?;
     let files = AgentFiles::addon(&topo)?;
-    let report = run(&topo, &files, NODE_CACHE.as_ref(), s)?;
+    let node = Node {
+        topo: &topo,
+        files: &files,
+        binary: NODE_CACHE.as_ref(),
+        capabilities,
+    };
+    let report = run(&node, s)?;
     eprintln!(
-        "figure: {} failed queries = {} of {}",
+        "figure: {} ({capabilities:?} capabilities) failed queries = {} of {}",
         s.name(),
         report.failed(),
         report.sent()
@@ -32,15 +41,43 @@ fn scenario(s: Scenario, max_failed_percent: u64) -> Result<()> {
 
 #[test]
 fn surge_rollout_keeps_the_node_serving() -> Result<()> {
-    scenario(Scenario::Surge, 0)
+    scenario(Scenario::Surge, Capabilities::Manifest, 0)
+}
+
+/// The image swapped into upstream's DaemonSet (maxUnavailable there, but an operator may
+/// surge it): NET_ADMIN and the runtime's defaults still hand over without a loss.
+#[test]
+fn surge_rollout_with_upstreams_capabilities_keeps_the_node_serving() -> Result<()> {
+    scenario(Scenario::Surge, Capabilities::UpstreamShaped, 0)
 }
 
 #[test]
 fn sigkill_of_the_old_instance_keeps_the_node_serving() -> Result<()> {
-    scenario(Scenario::KillOld, 5)
+    scenario(Scenario::KillOld, Capabilities::Manifest, 5)
 }
 
 #[test]
 fn ha_pair_member_restart_keeps_the_node_serving() -> Result<()> {
-    scenario(Scenario::HaRestart, 0)
+    scenario(Scenario::HaRestart, Capabilities::Manifest, 0)
+}
+
+/// The DaemonSet deleted under load: the kube-dns IP never fails (rules go first).
+#[test]
+fn deleting_the_last_instance_loses_no_query_at_the_kube_dns_ip() -> Result<()> {
+    let topo = Topology::build()?;
+    let files = AgentFiles::addon(&topo)?;
+    let node = Node {
+        topo: &topo,
+        files: &files,
+        binary: NODE_CACHE.as_ref(),
+        capabilities: Capabilities::Manifest,
+    };
+    let report = delete_last(&node)?;
+    eprintln!(
+        "figure: delete under load: kube-dns IP failed {} of {}",
+        report.failed(),
+        report.sent()
+    );
+    assert_eq!(report.failed(), 0, "{report}");
+    Ok(())
 }

@@ -15,8 +15,8 @@ use anyhow::{ensure, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use testbed::agent::{
-    addon_corefile_iptables_mode, node_http_get, start_node_cache, wait_rules, AgentFiles,
-    INTERFACE,
+    addon_corefile_iptables_mode, coredns_host_pid, node_http_get, start_node_cache, wait_rules,
+    AgentFiles, INTERFACE,
 };
 use testbed::topology::{names, write_configmap_volume};
 use testbed::{addrs, wait_until, Process, Querier, Topology};
@@ -131,11 +131,7 @@ impl Run {
     }
 
     fn coredns_pid(&self) -> Result<i32> {
-        let text = std::fs::read_to_string(&self.files.pidfile)
-            .with_context(|| format!("reading {}", self.files.pidfile.display()))?;
-        text.trim()
-            .parse()
-            .with_context(|| format!("pidfile holds {text:?}"))
+        Ok(coredns_host_pid(&self.agent, &self.files.pidfile)? as i32)
     }
 
     /// The value of one sample of the agent's metrics, e.g.

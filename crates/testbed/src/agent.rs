@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::pod::{Capabilities, Pod};
 use crate::topology::names;
 use crate::{addrs, wait_until, workspace_root, Dig, Process, Topology, Transport};
 
@@ -84,22 +85,58 @@ impl AgentFiles {
     }
 }
 
-/// Starts `binary args...` in the node namespace with the upstream Service's env var set, as
-/// the kubelet sets it for the DaemonSet's pods.
+/// Starts `binary args...` as a pod on the node (see [`crate::pod`]): its own PID namespace,
+/// the manifest's capabilities, the upstream Service's env var as the kubelet sets it.
 pub fn start_node_cache(topo: &Topology, binary: &Path, args: &[String]) -> Result<Process> {
     start_named(topo, "node-cache", binary, args)
 }
 
-/// Like [`start_node_cache`], for one of several instances: its log is `<name>.log`.
+/// Like [`start_node_cache`], for one of several instances: pod `name`, its log `<name>.log`.
 pub fn start_named(topo: &Topology, name: &str, binary: &Path, args: &[String]) -> Result<Process> {
-    let mut cmd = topo.node.command(binary);
-    cmd.args(args)
-        .env(
-            "KUBE_DNS_UPSTREAM_SERVICE_HOST",
-            addrs::KUBE_DNS_UPSTREAM_SVC,
-        )
-        .env("RUST_LOG", "info");
-    Process::spawn(name, cmd, &topo.path(&format!("{name}.log")))
+    start_with_capabilities(topo, name, binary, args, Capabilities::Manifest)
+}
+
+/// Like [`start_named`], with the given pod capability set.
+pub fn start_with_capabilities(
+    topo: &Topology,
+    name: &str,
+    binary: &Path,
+    args: &[String],
+    capabilities: Capabilities,
+) -> Result<Process> {
+    let pod = Pod {
+        capabilities,
+        ..Pod::new(name)
+    };
+    pod.start(topo, binary, args, &topo.path(&format!("{name}.log")))
+}
+
+/// The host pid of the CoreDNS whose pid (as the agent's PID namespace numbers it) `pidfile`
+/// holds: the agent's child with that namespace pid.
+pub fn coredns_host_pid(agent: &Process, pidfile: &Path) -> Result<u32> {
+    let text = std::fs::read_to_string(pidfile)
+        .with_context(|| format!("reading {}", pidfile.display()))?;
+    let inner: u32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("pidfile holds {text:?}"))?;
+    crate::faults::children_of(agent.pid())
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .find(|pid| namespace_pid(*pid) == Some(inner))
+        .with_context(|| format!("no child of node-cache has pid {inner} in its namespace"))
+}
+
+/// The innermost pid of `pid` (the `NSpid:` line's last field).
+fn namespace_pid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
 }
 
 /// Waits until all 24 rules of the two addon IPs are in place, or the deadline passes.
@@ -135,12 +172,14 @@ pub fn node_http_get(topo: &Topology, url: &str) -> Result<String> {
     topo.node.exec("curl", &["-sS", "--max-time", "5", url])
 }
 
-/// Whether node-cache `pid` has announced that its CoreDNS answers (its abstract socket
-/// `node-cache/<if>/serving/<pid>`, seen in the node namespace's `/proc/net/unix`).
-pub fn announces_serving(topo: &Topology, pid: u32) -> Result<bool> {
+/// Whether pod `pod`'s node-cache has announced that its CoreDNS answers (its abstract
+/// socket `node-cache/<if>/serving/<pod>.<random>`, in the node namespace's `/proc/net/unix`).
+pub fn announces_serving(topo: &Topology, pod: &str) -> Result<bool> {
     let table = topo.node.exec("cat", &["/proc/net/unix"])?;
-    let name = format!("@node-cache/{INTERFACE}/serving/{pid}");
-    Ok(table
-        .lines()
-        .any(|l| l.split_whitespace().last() == Some(name.as_str())))
+    let prefix = format!("@node-cache/{INTERFACE}/serving/{pod}.");
+    Ok(table.lines().any(|l| {
+        l.split_whitespace()
+            .last()
+            .is_some_and(|name| name.starts_with(&prefix))
+    }))
 }

@@ -16,12 +16,11 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
 use crate::agent::node_http_get;
-use crate::topology::addrs;
+use crate::pod::Pod;
 use crate::{Netns, Process, Topology};
 
-/// Starts `binary args...` in the node namespace like [`crate::agent::start_named`], with
-/// `env` (e.g. `PATH`, `XTABLES_LOCKFILE`) set through `env(1)` after `ip netns exec`, so
-/// that `ip` itself still runs with the test's environment. The log goes to
+/// Starts `binary args...` as a pod like [`crate::agent::start_named`], with `env` (e.g.
+/// `PATH`, `XTABLES_LOCKFILE`) added to the pod's environment. The log goes to
 /// `logs/<name>.log`, outside the directory of the base Corefile, which the agent watches: a
 /// log line there would be a change of its inputs, and an error logged on each render would
 /// trigger the next one.
@@ -32,19 +31,13 @@ pub fn start_with_env(
     args: &[String],
     env: &[(&str, String)],
 ) -> Result<Process> {
-    let mut cmd = topo.node.command("env");
-    cmd.arg(format!(
-        "KUBE_DNS_UPSTREAM_SERVICE_HOST={}",
-        addrs::KUBE_DNS_UPSTREAM_SVC
-    ))
-    .arg("RUST_LOG=info");
-    for (key, value) in env {
-        cmd.arg(format!("{key}={value}"));
-    }
-    cmd.arg(binary).args(args);
     let logs = topo.path("logs");
     std::fs::create_dir_all(&logs)?;
-    Process::spawn(name, cmd, &logs.join(format!("{name}.log")))
+    let pod = Pod {
+        env,
+        ..Pod::new(name)
+    };
+    pod.start(topo, binary, args, &logs.join(format!("{name}.log")))
 }
 
 /// A directory for the agent's PATH in which `iptables`, `iptables-save` and

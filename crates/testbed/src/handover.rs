@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use nix::sys::signal::Signal;
 
-use crate::agent::{announces_serving, start_named, wait_rules, AgentFiles, INTERFACE};
+use crate::agent::{announces_serving, start_with_capabilities, wait_rules, AgentFiles, INTERFACE};
 use crate::load::{LoadReport, QueryLoad};
+use crate::pod::Capabilities;
 use crate::topology::names;
 use crate::{addrs, wait_until, Process, Topology};
 
@@ -47,14 +48,41 @@ fn targets() -> Vec<SocketAddr> {
         .collect()
 }
 
-fn start(topo: &Topology, files: &AgentFiles, binary: &Path, name: &str) -> Result<Process> {
-    let files = files.for_instance(topo, name);
-    start_named(topo, name, binary, &files.args(&topo.coredns))
+/// What every instance of a run shares: the node, its inputs, the binary, the pod's
+/// capabilities.
+pub struct Node<'a> {
+    pub topo: &'a Topology,
+    pub files: &'a AgentFiles,
+    pub binary: &'a Path,
+    pub capabilities: Capabilities,
 }
 
-fn wait_serving(topo: &Topology, agent: &Process) -> Result<()> {
-    let what = format!("node-cache {} to announce it serves", agent.pid());
-    wait_until(&what, DEADLINE, || announces_serving(topo, agent.pid())).map(|_| ())
+impl Node<'_> {
+    fn start(&self, name: &str) -> Result<Process> {
+        let files = self.files.for_instance(self.topo, name);
+        start_with_capabilities(
+            self.topo,
+            name,
+            self.binary,
+            &files.args(&self.topo.coredns),
+            self.capabilities,
+        )
+    }
+}
+
+/// A planned stop with a peer serving must hand the sockets over, not fall back to SIGKILL.
+fn ensure_handed_over(agent: &Process) -> Result<()> {
+    let log = agent.log();
+    ensure!(
+        log.contains("handed the DNS sockets over") && !log.contains("cannot hand"),
+        "expected a socket handover:\n{log}"
+    );
+    Ok(())
+}
+
+fn wait_serving(topo: &Topology, pod: &str) -> Result<()> {
+    let what = format!("pod {pod}'s node-cache to announce it serves");
+    wait_until(&what, DEADLINE, || announces_serving(topo, pod)).map(|_| ())
 }
 
 fn stop(agent: &mut Process) -> Result<()> {
@@ -67,17 +95,13 @@ fn stop(agent: &mut Process) -> Result<()> {
 /// Runs `scenario` and returns the load's report. Checks the invariants on the way: the rules
 /// stay while an instance serves, an instance leaving a peer behind says so, and the last one
 /// out leaves a clean node.
-pub fn run(
-    topo: &Topology,
-    files: &AgentFiles,
-    binary: &Path,
-    scenario: Scenario,
-) -> Result<LoadReport> {
-    let mut first = start(topo, files, binary, "first")?;
+pub fn run(node: &Node, scenario: Scenario) -> Result<LoadReport> {
+    let topo = node.topo;
+    let mut first = node.start("first")?;
     wait_rules(topo, &mut first, DEADLINE)?;
-    let mut second = start(topo, files, binary, "second")?;
-    wait_serving(topo, &first)?;
-    wait_serving(topo, &second)?;
+    let mut second = node.start("second")?;
+    wait_serving(topo, "first")?;
+    wait_serving(topo, "second")?;
     let load = QueryLoad::start(&topo.pod, targets(), names::CLUSTER, RATE)?;
     let mut last = match scenario {
         Scenario::Surge => {
@@ -89,6 +113,7 @@ pub fn run(
                 "{}",
                 first.log()
             );
+            ensure_handed_over(&first)?;
             second
         }
         Scenario::KillOld => {
@@ -98,9 +123,11 @@ pub fn run(
         }
         Scenario::HaRestart => {
             stop(&mut first)?;
-            let again = start(topo, files, binary, "first-again")?;
-            wait_serving(topo, &again)?;
+            ensure_handed_over(&first)?;
+            let again = node.start("first-again")?;
+            wait_serving(topo, "first-again")?;
             stop(&mut second)?;
+            ensure_handed_over(&second)?;
             again
         }
     };
@@ -122,6 +149,38 @@ pub fn run(
     ensure!(
         topo.node_cache_rule_lines()?.is_empty(),
         "the last one out removes the rules"
+    );
+    Ok(report)
+}
+
+/// The last instance stopped (the DaemonSet deleted) under load to the kube-dns IP: its rules
+/// go before its CoreDNS, so every query finds kube-dns through kube-proxy (the DNAT) or our
+/// CoreDNS. Returns the load's report (the kube-dns IP only).
+pub fn delete_last(node: &Node) -> Result<LoadReport> {
+    let topo = node.topo;
+    let mut agent = node.start("only")?;
+    wait_rules(topo, &mut agent, DEADLINE)?;
+    let kube_dns = SocketAddr::new(addrs::KUBE_DNS_SVC.parse()?, 53);
+    let load = QueryLoad::start(&topo.pod, vec![kube_dns], names::CLUSTER, RATE)?;
+    let until = load.snapshot().elapsed + Duration::from_millis(300);
+    wait_until("the load to run before the stop", DEADLINE, || {
+        Ok(load.snapshot().elapsed >= until)
+    })?;
+    stop(&mut agent)?;
+    let until = load.snapshot().elapsed + Duration::from_millis(500);
+    wait_until("the load to run past the stop", DEADLINE, || {
+        Ok(load.snapshot().elapsed >= until)
+    })?;
+    let report = load.stop()?;
+    let log = agent.log();
+    let (rules, stopped) = (log.find("rules removed"), log.find("CoreDNS stopped"));
+    ensure!(
+        matches!((rules, stopped), (Some(r), Some(s)) if r < s),
+        "the rules must go before CoreDNS stops:\n{log}"
+    );
+    ensure!(
+        topo.node_link_addresses(INTERFACE)?.is_none() && topo.node_cache_rule_lines()?.is_empty(),
+        "the last one out leaves a clean node"
     );
     Ok(report)
 }

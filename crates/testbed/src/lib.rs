@@ -14,6 +14,7 @@ pub mod handover;
 pub mod isolated;
 pub mod load;
 pub mod netns;
+pub mod pod;
 pub mod process;
 pub mod topology;
 pub mod wait;

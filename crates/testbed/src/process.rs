@@ -16,6 +16,8 @@ pub struct Process {
     child: Child,
     log: PathBuf,
     status: Option<ExitStatus>,
+    /// The program a launcher (`unshare --fork`) runs as its child: what `pid()` names.
+    launched: Option<u32>,
 }
 
 impl Process {
@@ -33,11 +35,41 @@ impl Process {
             child,
             log: log.to_path_buf(),
             status: None,
+            launched: None,
         })
     }
 
+    /// Spawns a launcher that forks the program (`unshare --fork ... program`) and waits until
+    /// its child runs `comm`; [`Process::pid`] and [`Process::signal`] then address the
+    /// program, while exit status and drop go through the launcher (which exits with it, and
+    /// takes it down when killed).
+    pub fn spawn_launched(
+        name: &str,
+        cmd: Command,
+        log: &Path,
+        comm: &str,
+        deadline: Duration,
+    ) -> Result<Self> {
+        let mut process = Self::spawn(name, cmd, log)?;
+        let launcher = process.child.id();
+        let mut found = None;
+        wait_until(&format!("{name} to start {comm}"), deadline, || {
+            if process.try_status()?.is_some() {
+                return Ok(true);
+            }
+            found = crate::faults::children_of(launcher)
+                .into_iter()
+                .find(|(_, c)| c == comm)
+                .map(|(pid, _)| pid);
+            Ok(found.is_some())
+        })
+        .with_context(|| format!("log of {name}:\n{}", process.log()))?;
+        process.launched = found;
+        Ok(process)
+    }
+
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.launched.unwrap_or_else(|| self.child.id())
     }
 
     pub fn log(&self) -> String {

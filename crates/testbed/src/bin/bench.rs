@@ -77,8 +77,7 @@ fn one_run(topo: &Topology, binary: &std::path::Path, args: &[String]) -> Result
         }
         Ok(first_answer.is_some() && rules.is_some())
     })?;
-    let pidfile = std::fs::read_to_string(topo.path("node-cache.pid"))?;
-    let coredns_pid: u32 = pidfile.trim().parse()?;
+    let coredns_pid = testbed::agent::coredns_host_pid(&agent, &topo.path("node-cache.pid"))?;
     let supervisor_rss_kib = rss_kib(agent.pid())?;
     let coredns_rss_kib = rss_kib(coredns_pid)?;
     let log = agent.log();
@@ -178,8 +177,14 @@ fn main() -> Result<()> {
 
 /// Two instances on one node: sent and failed pod queries per scenario and local IP.
 fn handover_table(topo: &Topology, files: &AgentFiles, binary: &std::path::Path) -> Result<()> {
-    use testbed::handover::{run, Scenario, RATE};
+    use testbed::handover::{run, Node, Scenario, RATE};
     const RUNS: usize = 3;
+    let node = Node {
+        topo,
+        files,
+        binary,
+        capabilities: testbed::pod::Capabilities::Manifest,
+    };
     println!(
         "node-cache handover, {RUNS} runs each, pod load {RATE} q/s to each local IP \
          (failed/sent per run, for {} and {})",
@@ -194,7 +199,7 @@ fn handover_table(topo: &Topology, files: &AgentFiles, binary: &std::path::Path)
     for scenario in Scenario::ALL {
         let mut cells = Vec::new();
         for _ in 0..RUNS {
-            match run(topo, files, binary, scenario) {
+            match run(&node, scenario) {
                 Ok(report) => cells.push(
                     report
                         .per_target
@@ -289,9 +294,8 @@ mod resilience {
         }
 
         fn coredns_pid(&self) -> Result<i32> {
-            Ok(std::fs::read_to_string(&self.files.pidfile)?
-                .trim()
-                .parse()?)
+            let agent = self.agent.as_ref().context("node-cache is not running")?;
+            Ok(testbed::agent::coredns_host_pid(agent, &self.files.pidfile)? as i32)
         }
 
         fn addresses_ok(&self) -> Result<bool> {
