@@ -337,6 +337,19 @@ fn every_case_renders_typed_with_its_golden_corefile() {
 
 /// What holds in every rendering: the agent's privileges, volumes and probe target, and
 /// `-localip` naming exactly the addresses the Corefile binds.
+/// What `manifests/nodelocaldns.yaml`'s DaemonSet adds.
+fn manifest_capabilities() -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../manifests/nodelocaldns.yaml"
+    );
+    let objects = addon_manifests::check(&std::fs::read_to_string(path).unwrap()).unwrap();
+    objects
+        .iter()
+        .find_map(|o| o.added_capabilities())
+        .expect("the manifest's DaemonSet adds capabilities")
+}
+
 fn assert_contract(case: &str, r: &Rendered) {
     let sets = r.daemonsets();
     assert!(!sets.is_empty(), "{case}: no DaemonSet");
@@ -350,16 +363,8 @@ fn assert_contract(case: &str, r: &Rendered) {
         assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
         assert_eq!(
             caps.add.as_deref().unwrap(),
-            [
-                "NET_ADMIN",
-                "NET_RAW",
-                "NET_BIND_SERVICE",
-                "SETUID",
-                "SETGID",
-                "KILL",
-                "SYS_PTRACE"
-            ],
-            "{case}"
+            manifest_capabilities(),
+            "{case}: the chart grants exactly the manifest's capabilities"
         );
         assert_eq!(security.read_only_root_filesystem, Some(true));
         assert!(
@@ -551,6 +556,8 @@ fn operator_values_reach_the_daemonset_service_and_servicemonitor() {
             "coredns-upstream",
             "-pidfile",
             "/run/node-cache/node-cache.pid",
+            "-readyfile",
+            "/run/node-cache/ready",
             "-firewall-backend=auto",
             "-health-port=8081",
             "-setupinterface=false",

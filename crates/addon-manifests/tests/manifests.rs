@@ -176,9 +176,35 @@ fn the_daemonset_keeps_the_addon_contract() {
             "-upstreamsvc",
             "kube-dns-upstream",
             "-pidfile",
-            "/run/node-cache/node-cache.pid"
+            "/run/node-cache/node-cache.pid",
+            "-readyfile",
+            "/run/node-cache/ready"
         ]
     );
+    // Ready only while this pod's own instance serves: the exec probe reads the same file.
+    let ready = c.readiness_probe.as_ref().expect("a readinessProbe");
+    assert_eq!(
+        ready.exec.as_ref().and_then(|e| e.command.as_deref()),
+        Some(
+            &[
+                "/node-cache",
+                "-readyfile",
+                "/run/node-cache/ready",
+                "-checkready"
+            ]
+            .map(String::from)[..]
+        )
+    );
+    // Peers on the node are labelled by pod name (the downward API).
+    let pod_name = c
+        .env
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|e| e.name == "POD_NAME")
+        .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    assert_eq!(pod_name, Some("metadata.name"));
     // Least privilege: nothing of the runtime's default set, only what node-cache uses
     // (crates/node-cache/tests/privileges.rs runs the agent with exactly this set).
     let security = c.security_context.as_ref().unwrap();
@@ -192,8 +218,7 @@ fn the_daemonset_keeps_the_addon_contract() {
             "NET_BIND_SERVICE",
             "SETUID",
             "SETGID",
-            "KILL",
-            "SYS_PTRACE"
+            "KILL"
         ]
     );
     assert_eq!(security.read_only_root_filesystem, Some(true));
