@@ -97,7 +97,7 @@ if ! fresh testpod "$h"; then
 fi
 
 # ---- kube-dns: the CoreDNS the tests use, alone in its image ----
-coredns=$("$root/hack/coredns.sh" | tail -n1)
+coredns=$("$root/hack/coredns.sh" --full | tail -n1)
 h=$(hash_of "$coredns")
 if ! fresh kube-dns "$h"; then
   r=$work/kube-dns
