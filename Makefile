@@ -10,7 +10,7 @@ ARCH ?= amd64
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.1.0)
 # Container registry (packaging targets, later).
 REGISTRY ?= registry.example.invalid/dns
-# Pinned upstream CoreDNS, installed unmodified by hack/coredns.sh.
+# Pinned upstream CoreDNS, built unmodified by hack/coredns.sh (plugins: images/node-cache/coredns-plugins.txt).
 COREDNS_VERSION ?= v1.14.7
 # VERBOSE=1 echoes every command.
 VERBOSE ?= 0

@@ -42,7 +42,7 @@ build-%: ## Build bin/ARCH/node-cache for one ARCH (other arches: static cross b
 deps: ## Install the Debian packages the tests and demo use (iptables, iproute2, dnsutils, curl...)
 	$(Q)hack/deps.sh
 
-coredns: ## Install the pinned, unmodified CoreDNS into .cache/ and print its path
+coredns: ## Build the pinned, unmodified CoreDNS with node-cache's plugin set into .cache/ and print its path
 	$(Q)hack/coredns.sh
 
 test: deps chart-check ## Run every test: unit, golden, the chart and alert checks, and the namespace end-to-end tests (root)

@@ -2,7 +2,8 @@
 # The offline image check (make image-check): no registry, no Docker engine. It
 #   1. installs buildah/podman from Debian when missing (hack/image-tools.sh),
 #   2. builds a static /node-cache and the pinned CoreDNS with the scripts the Dockerfile's
-#      compile stages run (images/node-cache/build-*.sh; CoreDNS cached per version),
+#      compile stages run (images/node-cache/build-*.sh; CoreDNS through hack/coredns.sh,
+#      cached per version and plugin list),
 #   3. assembles a stand-in for the distroless-iptables base from Debian packages
 #      (hack/image-base.sh) and builds the image's final stage from images/node-cache/Dockerfile
 #      with BINARIES=prebuilt and that base, in project-local storage under .cache/image-check,
@@ -70,11 +71,8 @@ step "binaries"
 ctx="$work/context"
 mkdir -p "$ctx"
 NODE_CACHE_VERSION="$version" images/node-cache/build-node-cache.sh amd64 "$ctx" >/dev/null
-coredns="$root/.cache/image-coredns/$coredns_version/coredns"
-if [ ! -x "$coredns" ]; then
-  echo "hack/image-check.sh: building CoreDNS $coredns_version (first run: a few minutes)" >&2
-  images/node-cache/build-coredns.sh amd64 "$coredns_version" "$(dirname "$coredns")" >/dev/null
-fi
+# hack/coredns.sh builds with the Go stage's own script and plugin list (and caches by both).
+coredns="$(COREDNS_VERSION="$coredns_version" hack/coredns.sh | tail -n1)"
 cp "$coredns" "$ctx/coredns"
 
 # ---- images ----
