@@ -14,6 +14,7 @@ pub mod probe;
 pub mod process;
 pub mod restart;
 pub mod sockets;
+pub mod supervisor;
 pub mod version;
 
 pub use output::ReloadOutcome;
@@ -21,4 +22,5 @@ pub use privileges::{minimal_env, ChildUser};
 pub use probe::{probe, ProbeError};
 pub use process::{ChildEvent, CorednsChild};
 pub use restart::Backoff;
+pub use supervisor::{ChildSupervisor, Event, RestartReason, Spec};
 pub use version::coredns_version;

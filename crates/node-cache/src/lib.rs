@@ -2,9 +2,11 @@
 //!
 //! Read in this order: `flags` (the command line), `corefile_sync` (rendering the Corefile)
 //! and `config_watch` (its inputs changing), `node_network` (interface and rules),
-//! `supervisor` (start and teardown), `serving` (the event loop that keeps CoreDNS answering),
-//! `metrics` (the agent's Prometheus endpoint). A library so that the fuzz targets reach the
-//! parsers; `main.rs` is the binary.
+//! `supervisor` (start and teardown), `serving` (the event loop: it routes CoreDNS's events
+//! from `coredns_child::ChildSupervisor` to `rules_policy` (rules and fail-open), `peers`
+//! (other instances on the node, and `peers::handover`) and `readiness`), `metrics` (the
+//! agent's Prometheus endpoint). A library so that the fuzz targets reach the parsers;
+//! `main.rs` is the binary.
 #![forbid(unsafe_code)]
 
 mod config_watch;
@@ -16,5 +18,7 @@ mod node_network;
 mod peers;
 pub mod readiness;
 mod reaper;
+mod rules_policy;
 mod serving;
+mod signals;
 pub mod supervisor;

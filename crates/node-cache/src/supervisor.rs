@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::corefile_sync::CorefileSync;
 use crate::flags::Config;
@@ -14,30 +13,10 @@ use crate::metrics::{self, Metrics};
 use crate::node_network::NodeNetwork;
 use crate::peers::{self, InstanceId, Presence, Role};
 use crate::serving::Serving;
+use crate::signals::Signals;
 
 /// How long we wait for the peer lock; a holder that hangs must not stop us for good.
 const PEER_LOCK_WAIT: Duration = Duration::from_secs(10);
-
-pub struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> Result<Self> {
-        Ok(Self {
-            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-        })
-    }
-
-    pub async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
-    }
-}
 
 pub async fn run(config: Config) -> ExitCode {
     match supervise(config).await {
@@ -105,7 +84,7 @@ async fn supervise(config: Config) -> Result<ExitCode> {
             .ensure_interface()
             .await
             .context("setting up the interface")?;
-        let mut serving = Serving::new(
+        let mut serving = Serving::start(
             &config,
             &mut corefile,
             &network,

@@ -22,6 +22,15 @@ pub enum ReloadResult {
     Failed,
 }
 
+impl From<coredns_child::RestartReason> for RestartReason {
+    fn from(reason: coredns_child::RestartReason) -> Self {
+        match reason {
+            coredns_child::RestartReason::Exited => RestartReason::Exited,
+            coredns_child::RestartReason::Hung => RestartReason::Hung,
+        }
+    }
+}
+
 impl EncodeLabelValue for RestartReason {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         let label = match self {

@@ -17,6 +17,8 @@
 //! (for the logs): in a pod node-cache is PID 1, so every pod on the node has the same pid,
 //! while the abstract names are shared by all of them.
 
+pub mod handover;
+
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
