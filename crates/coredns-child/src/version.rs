@@ -1,4 +1,4 @@
-//! The child's own version string, for `-version`.
+//! The child's own version string, for `-version`, and its plugins, for checking templates.
 
 use std::io;
 use std::path::Path;
@@ -21,4 +21,21 @@ pub fn coredns_version(binary: &Path) -> io::Result<String> {
                 out.status
             ))
         })
+}
+
+/// Runs `coredns -plugins` and reads the plugins this binary has compiled in.
+pub fn coredns_plugins(binary: &Path) -> io::Result<corefile::PluginSet> {
+    let out = Command::new(binary)
+        .arg("-plugins")
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", binary.display())))?;
+    let plugins = corefile::PluginSet::from_listing(&String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() || plugins.is_empty() {
+        return Err(io::Error::other(format!(
+            "{} -plugins listed no plugins ({})",
+            binary.display(),
+            out.status
+        )));
+    }
+    Ok(plugins)
 }

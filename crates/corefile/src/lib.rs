@@ -1,13 +1,14 @@
 //! Renders node-cache's Corefile: the base template (the `node-local-dns` ConfigMap), the
 //! flags and the optional `kube-dns` ConfigMap (`stubDomains`, `upstreamNameservers`) in,
-//! Corefile text out. Pure apart from [`load_kube_dns_dir`] (reads) and [`write_atomic`]
-//! (writes).
+//! Corefile text out; and which plugins a Corefile names ([`check_plugins`]). Pure apart from
+//! [`load_kube_dns_dir`] (reads) and [`write_atomic`] (writes).
 #![forbid(unsafe_code)]
 
 mod atomic;
 mod error;
 mod kube_dns;
 mod local_ips;
+mod plugins;
 mod reload_plugin;
 mod render;
 mod servers;
@@ -20,5 +21,6 @@ mod test_dir;
 pub use atomic::write_atomic;
 pub use error::{ConfigError, RenderError};
 pub use kube_dns::{load_kube_dns_dir, parse_kube_dns, KubeDnsConfig};
+pub use plugins::{check_plugins, directives, Directive, PluginSet, UnknownPlugin};
 pub use render::{render, service_host_env, RenderParams, Rendered};
 pub use servers::ServerProblem;

@@ -1,10 +1,11 @@
 //! Keeps the rendered Corefile in step with its inputs: the base template, the kube-dns
-//! ConfigMap directory and the flags. A render that fails keeps the last good file in place.
+//! ConfigMap directory and the flags. A render that fails keeps the last good file in place,
+//! and so does a template naming a plugin the CoreDNS binary lacks.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use corefile::{KubeDnsConfig, RenderParams};
+use corefile::{KubeDnsConfig, PluginSet, RenderParams};
 
 use crate::flags::Config;
 use crate::metrics::{ErrorType, Metrics};
@@ -16,7 +17,18 @@ pub struct CorefileSync {
     params: RenderParams,
     /// What we last wrote, so an unchanged render neither rewrites nor reloads.
     written: Option<String>,
+    plugins: Plugins,
     metrics: Metrics,
+}
+
+/// The plugins of the CoreDNS binary, asked once (`coredns -plugins`) at the first render: the
+/// binary does not change while we run.
+enum Plugins {
+    Unread(PathBuf),
+    Known(PluginSet),
+    /// The binary could not list them: templates go unchecked, and CoreDNS reports what it
+    /// cannot load (starting it will fail anyway if the binary cannot even run).
+    Unavailable,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -40,7 +52,17 @@ impl CorefileSync {
                 upstream_svc: config.upstream_svc.clone(),
             },
             written: None,
+            plugins: Plugins::Unread(config.coredns_binary.clone()),
             metrics,
+        }
+    }
+
+    /// Like [`Self::new`], with the plugin set given rather than asked of the binary.
+    #[cfg(test)]
+    fn with_plugins(config: &Config, plugins: PluginSet, metrics: Metrics) -> Self {
+        Self {
+            plugins: Plugins::Known(plugins),
+            ..Self::new(config, Some("10.96.0.10".into()), metrics)
         }
     }
 
@@ -64,6 +86,27 @@ impl CorefileSync {
         }
     }
 
+    /// A template naming a plugin this CoreDNS lacks would stop CoreDNS from starting, or from
+    /// taking any later change: refused here, with the template's line, so the last good
+    /// Corefile keeps serving. Counted under `configmap`, as any other unusable DNS config.
+    fn check_plugins(&mut self, template: &str) -> Result<()> {
+        if let Plugins::Unread(binary) = &self.plugins {
+            self.plugins = match coredns_child::version::coredns_plugins(binary) {
+                Ok(set) => Plugins::Known(set),
+                Err(e) => {
+                    tracing::warn!("{e}; templates are not checked for plugins CoreDNS lacks");
+                    Plugins::Unavailable
+                }
+            };
+        }
+        let Plugins::Known(available) = &self.plugins else {
+            return Ok(());
+        };
+        corefile::check_plugins(template, available)
+            .inspect_err(|_| self.metrics.setup_error(ErrorType::Configmap))
+            .with_context(|| format!("-basecorefile {}", self.base.display()))
+    }
+
     /// Renders and, when the text changed, writes atomically.
     pub fn refresh(&mut self) -> Result<Outcome> {
         // Upstream counts an unreadable template and an unwritable Corefile under `configmap`
@@ -71,6 +114,7 @@ impl CorefileSync {
         let template = std::fs::read_to_string(&self.base)
             .inspect_err(|_| self.metrics.setup_error(ErrorType::Configmap))
             .with_context(|| format!("reading -basecorefile {}", self.base.display()))?;
+        self.check_plugins(&template)?;
         let kube_dns = match self.kube_dns() {
             Some(config) => config,
             None if self.written.is_some() => return Ok(Outcome::Unchanged),
@@ -95,5 +139,75 @@ impl CorefileSync {
         );
         self.written = Some(rendered.corefile);
         Ok(Outcome::Written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    const CONFIGMAP_ERRORS: &str = r#"coredns_nodecache_setup_errors_total{errortype="configmap"}"#;
+
+    fn config(dir: &std::path::Path) -> Config {
+        let args = [
+            "-localip",
+            "169.254.20.10",
+            "-basecorefile",
+            &dir.join("Corefile.base").display().to_string(),
+            "-corefile",
+            &dir.join("Corefile").display().to_string(),
+        ]
+        .map(OsString::from);
+        crate::flags::parse(args).expect("flags")
+    }
+
+    fn configmap_errors(metrics: &Metrics) -> String {
+        metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with(CONFIGMAP_ERRORS))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[test]
+    fn unknown_plugin_is_refused_with_its_line_and_the_last_good_corefile_stays() {
+        let dir = testbed::TempDir::new("corefile-sync-plugins").unwrap();
+        let config = config(dir.path());
+        let metrics = Metrics::new();
+        let plugins = PluginSet::from_listing("errors\nbind\nforward\n");
+        let mut sync = CorefileSync::with_plugins(&config, plugins, metrics.clone());
+
+        std::fs::write(
+            &config.base_corefile,
+            ".:53 {\n    errors\n    kubernetes cluster.local\n}\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", sync.refresh().unwrap_err());
+        assert_eq!(
+            e,
+            format!(
+                "-basecorefile {}: line 3: plugin \"kubernetes\" is not in this CoreDNS build \
+                 (see -plugins): \"kubernetes cluster.local\"",
+                config.base_corefile.display()
+            )
+        );
+        assert!(
+            !config.corefile.exists(),
+            "nothing written before a good template"
+        );
+        assert_eq!(configmap_errors(&metrics), format!("{CONFIGMAP_ERRORS} 1"));
+
+        let good = ".:53 {\n    errors\n    forward . __PILLAR__CLUSTER__DNS__\n}\n";
+        std::fs::write(&config.base_corefile, good).unwrap();
+        assert_eq!(sync.refresh().unwrap(), Outcome::Written);
+        let served = std::fs::read_to_string(&config.corefile).unwrap();
+
+        std::fs::write(&config.base_corefile, ".:53 {\n    errors\n    etcd\n}\n").unwrap();
+        let e = format!("{:#}", sync.refresh().unwrap_err());
+        assert!(e.contains("line 3: plugin \"etcd\""), "{e}");
+        assert_eq!(std::fs::read_to_string(&config.corefile).unwrap(), served);
+        assert_eq!(configmap_errors(&metrics), format!("{CONFIGMAP_ERRORS} 2"));
     }
 }
