@@ -99,6 +99,7 @@ fn check_validated(
     }
 
     let plain = !template.contains(PLACEHOLDER_PREFIX)
+        && !template.contains("__PROMETHEUS__ENDPOINT__")
         && !template
             .lines()
             .any(|line| line.split_whitespace().next() == Some("reload"));
@@ -116,6 +117,7 @@ fn render_params(text: &str) -> RenderParams {
         dns_port: 53,
         cluster_dns: None,
         upstream_svc: "kube-dns-upstream".into(),
+        prometheus_listen_address: ":9253".into(),
     };
     for (key, value) in text.lines().filter_map(|line| line.split_once('=')) {
         match key {
@@ -128,6 +130,7 @@ fn render_params(text: &str) -> RenderParams {
             "port" => params.dns_port = value.parse().unwrap_or(params.dns_port),
             "cluster_dns" => params.cluster_dns = Some(value.to_owned()),
             "upstream_svc" => params.upstream_svc = value.to_owned(),
+            "prometheus" => params.prometheus_listen_address = value.to_owned(),
             _ => {}
         }
     }

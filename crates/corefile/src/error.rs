@@ -34,6 +34,8 @@ pub enum ConfigError {
     },
     #[error("kube-dns ConfigMap upstreamNameservers: {count} servers given, at most 3 allowed")]
     TooManyUpstreams { count: usize },
+    #[error("kube-dns ConfigMap federations: {entry:?} {reason}")]
+    InvalidFederation { entry: String, reason: &'static str },
 }
 
 impl ConfigError {

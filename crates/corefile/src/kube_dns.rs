@@ -5,15 +5,16 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use crate::error::ConfigError;
-use crate::servers::{is_valid_domain, normalise_server};
+use crate::servers::{check_server, is_valid_domain, is_valid_label};
 
 const STUB_DOMAINS: &str = "stubDomains";
 const UPSTREAM_NAMESERVERS: &str = "upstreamNameservers";
+const FEDERATIONS: &str = "federations";
 /// CoreDNS's `forward` and kube-dns both cap custom upstreams at three.
 const MAX_UPSTREAMS: usize = 3;
 
-/// The parts of the kube-dns ConfigMap node-cache uses. Servers are normalised to
-/// `ip:port` / `[v6]:port` (port 53 when none was given).
+/// The parts of the kube-dns ConfigMap node-cache uses. Servers are as the ConfigMap writes
+/// them (`1.2.3.4`, `1.2.3.4:5353`, `fd00::53`, `[fd00::53]:5353`), checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KubeDnsConfig {
     /// Domain → its servers, in the order given.
@@ -24,11 +25,41 @@ pub struct KubeDnsConfig {
 
 /// Reads `stubDomains` and `upstreamNameservers` from the directory where the kube-dns
 /// ConfigMap is mounted. Kubelet makes each key a symlink through `..data`; we read through
-/// them. A missing directory or key means empty; other keys (`federations`) are ignored.
+/// them. A missing directory or key means empty. `federations` is only checked: kube-dns
+/// (and node-cache 1.26) refuse the whole ConfigMap when it is invalid; nothing here uses it.
 pub fn load_kube_dns_dir(dir: &Path) -> Result<KubeDnsConfig, ConfigError> {
     let stub_domains = read_key(dir, STUB_DOMAINS)?;
     let upstream_nameservers = read_key(dir, UPSTREAM_NAMESERVERS)?;
+    if let Some(federations) = read_key(dir, FEDERATIONS)? {
+        check_federations(&federations)?;
+    }
     parse_kube_dns(stub_domains.as_deref(), upstream_nameservers.as_deref())
+}
+
+/// The `federations` key as kube-dns reads it: `name=domain` pairs separated by commas,
+/// blanks around each part ignored, the name a DNS-1123 label and the domain a subdomain.
+/// Blank text is no federation.
+pub(crate) fn check_federations(text: &str) -> Result<(), ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(());
+    }
+    for entry in text.split(',') {
+        let invalid = |reason| ConfigError::InvalidFederation {
+            entry: entry.trim().to_owned(),
+            reason,
+        };
+        let (name, domain) = entry
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| invalid("is not name=domain"))?;
+        if !is_valid_label(name.trim()) {
+            return Err(invalid("has a name that is not a DNS-1123 label"));
+        }
+        if !is_valid_domain(domain.trim()) {
+            return Err(invalid("has a domain that is not a DNS-1123 subdomain"));
+        }
+    }
+    Ok(())
 }
 
 fn read_key(dir: &Path, key: &str) -> Result<Option<String>, ConfigError> {
@@ -84,8 +115,8 @@ fn stub_servers(domain: String, servers: Vec<String>) -> Result<Vec<String>, Con
     }
     servers
         .into_iter()
-        .map(|server| match normalise_server(&server) {
-            Ok(normalised) => Ok(normalised),
+        .map(|server| match check_server(&server) {
+            Ok(()) => Ok(server),
             Err(problem) => Err(ConfigError::InvalidStubServer {
                 domain: domain.clone(),
                 server,
@@ -103,9 +134,9 @@ fn upstream_servers(servers: Vec<String>) -> Result<Vec<String>, ConfigError> {
     }
     servers
         .into_iter()
-        .map(|server| {
-            normalise_server(&server)
-                .map_err(|problem| ConfigError::InvalidUpstreamServer { server, problem })
+        .map(|server| match check_server(&server) {
+            Ok(()) => Ok(server),
+            Err(problem) => Err(ConfigError::InvalidUpstreamServer { server, problem }),
         })
         .collect()
 }
@@ -157,6 +188,47 @@ mod tests {
     }
 
     #[test]
+    fn federations_as_kube_dns_reads_them() {
+        for ok in ["", " \n", "myfed=example.com", " a = b.c , d=e "] {
+            assert!(check_federations(ok).is_ok(), "{ok:?}");
+        }
+        for (bad, reason) in [
+            ("myfed", "is not name=domain"),
+            ("a=b.c,", "is not name=domain"),
+            (r#"{"myfed": "example.com"}"#, "is not name=domain"),
+            ("my.fed=example.com", "name that is not"),
+            ("Fed=example.com", "name that is not"),
+            ("myfed=Example.com", "domain that is not"),
+            ("myfed=", "domain that is not"),
+        ] {
+            let err = check_federations(bad).unwrap_err().to_string();
+            assert!(err.starts_with("kube-dns ConfigMap federations: "), "{err}");
+            assert!(err.contains(reason), "{bad:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    /// kube-dns refuses the whole ConfigMap, stub domains and all, for a bad federation.
+    #[test]
+    fn an_invalid_federation_refuses_the_whole_configmap() {
+        let dir = TestDir::new("federations");
+        std::fs::write(
+            dir.path().join(STUB_DOMAINS),
+            r#"{"acme.local": ["1.2.3.4"]}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(FEDERATIONS), "not a federation").unwrap();
+        let err = load_kube_dns_dir(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::InvalidFederation { .. }),
+            "{err}"
+        );
+        std::fs::write(dir.path().join(FEDERATIONS), "myfed=example.com").unwrap();
+        let config = load_kube_dns_dir(dir.path()).unwrap();
+        assert_eq!(config.stub_domains["acme.local"], ["1.2.3.4"]);
+    }
+
+    #[test]
     fn every_error_counts_as_configmap() {
         let err = parse_kube_dns(Some("x"), None).unwrap_err();
         assert_eq!(err.metric_label(), "configmap");
@@ -178,14 +250,14 @@ mod tests {
         let first = root.join("..2026_01_02_03_04_05.000000001");
         std::fs::create_dir(&first).unwrap();
         std::fs::write(first.join(STUB_DOMAINS), r#"{"acme.local": ["1.2.3.4"]}"#).unwrap();
-        std::fs::write(first.join("federations"), "not parsed").unwrap();
+        std::fs::write(first.join(FEDERATIONS), "myfed=example.com").unwrap();
         symlink(first.file_name().unwrap(), root.join("..data")).unwrap();
         for key in [STUB_DOMAINS, UPSTREAM_NAMESERVERS, "federations"] {
             symlink(Path::new("..data").join(key), root.join(key)).unwrap();
         }
 
         let config = load_kube_dns_dir(root).unwrap();
-        assert_eq!(config.stub_domains["acme.local"], ["1.2.3.4:53"]);
+        assert_eq!(config.stub_domains["acme.local"], ["1.2.3.4"]);
         assert!(
             config.upstream_nameservers.is_empty(),
             "dangling key symlink = absent"
@@ -199,7 +271,7 @@ mod tests {
 
         let config = load_kube_dns_dir(root).unwrap();
         assert!(config.stub_domains.is_empty());
-        assert_eq!(config.upstream_nameservers, ["8.8.8.8:53"]);
+        assert_eq!(config.upstream_nameservers, ["8.8.8.8"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! | `__PILLAR__CLUSTER__DNS__` | the upstream Service's ClusterIP (from `<SVC>_SERVICE_HOST`) |
 //! | `__PILLAR__LOCAL__DNS__` | the `-localip` addresses (see [`crate::local_ips`]) |
 //! | `__PILLAR__DNS__SERVER__` | nothing (with the blanks before it) |
+//! | `__PROMETHEUS__ENDPOINT__` | `-prometheus-listen-address` (node-local-dns #16) |
 //!
 //! `reload` directives are dropped (see [`crate::reload_plugin`]).
 
@@ -18,6 +19,7 @@ use crate::{local_ips, reload_plugin, stub, upstream};
 
 const CLUSTER_DNS: &str = "__PILLAR__CLUSTER__DNS__";
 const DNS_SERVER: &str = "__PILLAR__DNS__SERVER__";
+const PROMETHEUS_ENDPOINT: &str = "__PROMETHEUS__ENDPOINT__";
 const PLACEHOLDER_PREFIX: &str = "__PILLAR__";
 
 /// What the render needs from the flags and the environment.
@@ -31,6 +33,9 @@ pub struct RenderParams {
     pub cluster_dns: Option<String>,
     /// `-upstreamsvc`, named in the error when `cluster_dns` is missing.
     pub upstream_svc: String,
+    /// `-prometheus-listen-address` (`:9253` by default), the address CoreDNS's `prometheus`
+    /// plugin serves on.
+    pub prometheus_listen_address: String,
 }
 
 /// A rendered Corefile, and the adjustments made on the way, one line each, for the log.
@@ -56,7 +61,8 @@ pub fn render(
         text = text.replace(CLUSTER_DNS, &cluster_dns(params)?.to_string());
     }
     let text = local_ips::fill_local_ips(&text, &params.local_ips, &mut notes);
-    let text = remove_dns_server(&text);
+    let text =
+        remove_dns_server(&text).replace(PROMETHEUS_ENDPOINT, &params.prometheus_listen_address);
     let mut corefile = reload_plugin::remove_reload_plugin(&text, &mut notes);
     note_leftovers(&corefile, &mut notes);
     corefile.push_str(&stub::render_stub_blocks(
@@ -132,7 +138,25 @@ mod tests {
             dns_port: 53,
             cluster_dns: cluster_dns.map(str::to_owned),
             upstream_svc: "kube-dns-upstream".into(),
+            prometheus_listen_address: ":9253".into(),
         }
+    }
+
+    #[test]
+    fn prometheus_endpoint_is_the_flags_address() {
+        let mut p = params(None);
+        p.prometheus_listen_address = "169.254.20.10:9253".into();
+        let out = render(
+            "bind __PILLAR__LOCAL__DNS__\nprometheus __PROMETHEUS__ENDPOINT__\n",
+            &KubeDnsConfig::default(),
+            &p,
+        )
+        .unwrap();
+        assert_eq!(
+            out.corefile,
+            "bind 169.254.20.10\nprometheus 169.254.20.10:9253\n"
+        );
+        assert!(out.notes.is_empty(), "{:?}", out.notes);
     }
 
     #[test]

@@ -2,13 +2,11 @@
 //!
 //! Upstream (kubernetes/dns `pkg/dns/config/config.go`) accepts a stub-domain key that is a
 //! DNS-1123 subdomain, and a server that is an IP or IP:port (a `dns://`/`tls://` prefix or a
-//! host name fails one of its two checks). CoreDNS's `forward` defaults the port to 53; we
-//! write it out.
+//! host name fails one of its two checks). It writes an accepted server as the ConfigMap
+//! spells it, and so do we: CoreDNS's `forward` supplies port 53 itself.
 
 use std::fmt;
 use std::net::IpAddr;
-
-const DEFAULT_PORT: u16 = 53;
 
 /// Why a server entry was refused; completes "server "X" …".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,26 +28,18 @@ impl fmt::Display for ServerProblem {
     }
 }
 
-/// `1.2.3.4` → `1.2.3.4:53`, `fd00::53` → `[fd00::53]:53`, `1.2.3.4:5353` kept,
-/// IPv6 written in its canonical form.
-pub(crate) fn normalise_server(server: &str) -> Result<String, ServerProblem> {
+/// Whether `server` is an IP address or IP:port (`[v6]:port`) that `forward` takes as it is.
+pub(crate) fn check_server(server: &str) -> Result<(), ServerProblem> {
     if server.contains("://") {
         return Err(ServerProblem::Transport);
     }
-    let (ip, port) = match server.parse::<IpAddr>() {
-        Ok(ip) => (ip, DEFAULT_PORT),
-        Err(_) => {
-            let (host, port) = split_host_port(server).ok_or(ServerProblem::NotAnAddress)?;
-            let ip = host
-                .parse::<IpAddr>()
-                .map_err(|_| ServerProblem::NotAnAddress)?;
-            (ip, parse_port(port)?)
-        }
-    };
-    Ok(match ip {
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-    })
+    if server.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = split_host_port(server).ok_or(ServerProblem::NotAnAddress)?;
+    host.parse::<IpAddr>()
+        .map_err(|_| ServerProblem::NotAnAddress)?;
+    parse_port(port).map(drop)
 }
 
 /// `[host]:port` or `host:port` where host has no colon.
@@ -79,7 +69,8 @@ pub(crate) fn is_valid_domain(domain: &str) -> bool {
     domain.len() <= 253 && domain.split('.').all(is_valid_label)
 }
 
-fn is_valid_label(label: &str) -> bool {
+/// A DNS-1123 label: what Kubernetes requires of a federation's name.
+pub(crate) fn is_valid_label(label: &str) -> bool {
     let bytes = label.as_bytes();
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     match (bytes.first(), bytes.last()) {
@@ -98,14 +89,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn servers_are_normalised() {
-        assert_eq!(normalise_server("1.2.3.4").unwrap(), "1.2.3.4:53");
-        assert_eq!(normalise_server("1.2.3.4:5353").unwrap(), "1.2.3.4:5353");
-        assert_eq!(normalise_server("fd00::53").unwrap(), "[fd00::53]:53");
-        assert_eq!(
-            normalise_server("[fd00:0::53]:54").unwrap(),
-            "[fd00::53]:54"
-        );
+    fn addresses_with_and_without_port_are_accepted() {
+        for ok in ["1.2.3.4", "1.2.3.4:5353", "fd00::53", "[fd00:0::53]:54"] {
+            assert_eq!(check_server(ok), Ok(()), "{ok}");
+        }
     }
 
     #[test]
@@ -126,7 +113,7 @@ mod tests {
             ("tls://1.2.3.4", Transport),
             ("dns://1.2.3.4:53", Transport),
         ] {
-            assert_eq!(normalise_server(input), Err(problem), "{input:?}");
+            assert_eq!(check_server(input), Err(problem), "{input:?}");
         }
     }
 

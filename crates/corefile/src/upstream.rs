@@ -1,14 +1,21 @@
 //! `__PILLAR__UPSTREAM__SERVERS__`: the node's resolv.conf, or the kube-dns ConfigMap's
 //! `upstreamNameservers`.
 //!
-//! With custom servers upstream (kubernetes/dns `cmd/node-cache/app/configmap.go`) turns a
-//! `forward . __PILLAR__UPSTREAM__SERVERS__ { force_tcp }` block into a plain (UDP) forward,
-//! matching the block's text exactly, 4/12/4-space indentation included. We match it by
-//! words instead, so any indentation works; a block holding other options is left alone.
+//! With custom servers upstream (kubernetes/dns, now kubernetes-sigs/node-local-dns,
+//! `cmd/node-cache/app/configmap.go`) turns the addon template's TCP block into a plain (UDP)
+//! `forward`, because custom servers are reached over UDP (kubernetes/dns#399). It finds that
+//! block by its exact text: the line break before it, the 4/12/4-space layout the addon ships,
+//! the line break after it. Any other `force_tcp` block, indented with tabs or other spaces,
+//! is one the operator wrote, and upstream keeps it, TCP included, only filling in the servers.
+//! So do we: the same template gives the same Corefile under either agent.
 
 pub(crate) const UPSTREAM_SERVERS: &str = "__PILLAR__UPSTREAM__SERVERS__";
 const RESOLV_CONF: &str = "/etc/resolv.conf";
-const FORCE_TCP: &str = "force_tcp";
+/// The addon template's block, as upstream matches it (its `upstreamTCPBlock`).
+const ADDON_TCP_BLOCK: &str =
+    "\n    forward . __PILLAR__UPSTREAM__SERVERS__ {\n            force_tcp\n    }\n";
+/// What upstream writes in its place (its `upstreamUDPBlock`), servers filled in.
+const ADDON_UDP_BLOCK: &str = "\n    forward . __PILLAR__UPSTREAM__SERVERS__\n";
 
 pub(crate) fn fill_upstream_servers(
     template: &str,
@@ -19,81 +26,30 @@ pub(crate) fn fill_upstream_servers(
         return template.replace(UPSTREAM_SERVERS, RESOLV_CONF);
     }
     let joined = servers.join(" ");
-    drop_force_tcp_blocks(template, &joined, notes).replace(UPSTREAM_SERVERS, &joined)
-}
-
-fn drop_force_tcp_blocks(text: &str, servers: &str, notes: &mut Vec<String>) -> String {
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < lines.len() {
-        match block(&lines, i) {
-            Some(Block::ForceTcpOnly { close }) => {
-                let line = lines[i];
-                let indent = &line[..line.len() - line.trim_start().len()];
-                let eol = if lines[close].ends_with('\n') {
-                    "\n"
-                } else {
-                    ""
-                };
-                out.push_str(&format!("{indent}forward . {servers}{eol}"));
-                i = close + 1;
-                continue;
-            }
-            Some(Block::Other {
-                has_force_tcp: true,
-            }) => {
-                let note = format!(
-                    "forward . {servers}: its block has options besides force_tcp and is kept \
-                     as written, force_tcp included"
-                );
-                if !notes.contains(&note) {
-                    notes.push(note);
-                }
-            }
-            Some(Block::Other { .. }) | None => {}
-        }
-        out.push_str(lines[i]);
-        i += 1;
+    let text = template.replace(ADDON_TCP_BLOCK, ADDON_UDP_BLOCK);
+    if keeps_force_tcp(&text) {
+        notes.push(format!(
+            "forward . {joined}: a force_tcp block other than the addon's (4/12/4 spaces) is \
+             kept as written, TCP included, as upstream keeps it"
+        ));
     }
-    out
+    text.replace(UPSTREAM_SERVERS, &joined)
 }
 
-enum Block {
-    /// The block holds `force_tcp` alone; `close` is the line of its `}`.
-    ForceTcpOnly {
-        close: usize,
-    },
-    Other {
-        has_force_tcp: bool,
-    },
-}
-
-/// Whether line `i` opens `forward . __PILLAR__UPSTREAM__SERVERS__ {`, and what the block holds.
-fn block(lines: &[&str], i: usize) -> Option<Block> {
-    let words: Vec<&str> = lines[i].split_whitespace().collect();
-    if words != ["forward", ".", UPSTREAM_SERVERS, "{"] {
-        return None;
-    }
-    let Some(close) = (i + 1..lines.len()).find(|&j| lines[j].trim() == "}") else {
-        return Some(Block::Other {
-            has_force_tcp: false,
-        });
-    };
-    let inner: Vec<&str> = lines[i + 1..close]
-        .iter()
-        .map(|l| l.trim())
-        .filter(|l| !l.is_empty())
-        .collect();
-    Some(if inner == [FORCE_TCP] {
-        Block::ForceTcpOnly { close }
-    } else {
-        Block::Other {
-            has_force_tcp: inner
-                .iter()
-                .any(|l| l.split_whitespace().next() == Some(FORCE_TCP)),
+/// Whether a `forward . __PILLAR__UPSTREAM__SERVERS__ {` block still holds `force_tcp`.
+fn keeps_force_tcp(text: &str) -> bool {
+    let mut in_block = false;
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"forward") && words.contains(&UPSTREAM_SERVERS) {
+            in_block = words.last() == Some(&"{");
+        } else if in_block && words.first() == Some(&"force_tcp") {
+            return true;
+        } else if words.first() == Some(&"}") {
+            in_block = false;
         }
-    })
+    }
+    false
 }
 
 #[cfg(test)]
@@ -106,37 +62,59 @@ mod tests {
         (fill_upstream_servers(template, &servers, &mut notes), notes)
     }
 
+    const ADDON: &str =
+        ".:53 {\n    errors\n    forward . __PILLAR__UPSTREAM__SERVERS__ {\n            \
+                         force_tcp\n    }\n    prometheus :9253\n    }\n";
+
     #[test]
     fn resolv_conf_without_servers_keeps_force_tcp() {
-        let t = "    forward . __PILLAR__UPSTREAM__SERVERS__ {\n            force_tcp\n    }\n";
         assert_eq!(
-            fill(t, &[]).0,
-            "    forward . /etc/resolv.conf {\n            force_tcp\n    }\n"
+            fill(ADDON, &[]).0,
+            ADDON.replace(UPSTREAM_SERVERS, RESOLV_CONF)
         );
     }
 
     #[test]
-    fn force_tcp_block_becomes_plain_forward_at_any_indentation() {
-        for t in [
-            "    forward . __PILLAR__UPSTREAM__SERVERS__ {\n            force_tcp\n    }\n",
+    fn the_addon_block_becomes_plain_forward_as_given() {
+        let (out, notes) = fill(ADDON, &["1.1.1.1", "8.8.8.8:5353"]);
+        assert_eq!(
+            out,
+            ".:53 {\n    errors\n    forward . 1.1.1.1 8.8.8.8:5353\n    prometheus :9253\n    }\n"
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    /// Upstream matches its block by text; an operator's block in another layout keeps its
+    /// TCP setting there, and so here.
+    #[test]
+    fn other_force_tcp_blocks_keep_tcp_as_upstream_does() {
+        for block in [
             "\tforward . __PILLAR__UPSTREAM__SERVERS__ {\n\t\tforce_tcp\n\t}\n",
+            " forward . __PILLAR__UPSTREAM__SERVERS__ {\n  force_tcp\n }\n",
+            "  forward . __PILLAR__UPSTREAM__SERVERS__ {\n    force_tcp\n  }\n",
+            "    forward . __PILLAR__UPSTREAM__SERVERS__ {\n        force_tcp\n    }\n",
+            "    forward . __PILLAR__UPSTREAM__SERVERS__ {\r\n            force_tcp\r\n    }\r\n",
         ] {
-            let indent = &t[..t.len() - t.trim_start().len()];
-            let (out, notes) = fill(t, &["1.1.1.1:53", "8.8.8.8:53"]);
-            assert_eq!(out, format!("{indent}forward . 1.1.1.1:53 8.8.8.8:53\n"));
-            assert!(notes.is_empty());
+            let template = format!(".:53 {{\n{block}}}\n");
+            let (out, notes) = fill(&template, &["1.1.1.1"]);
+            assert_eq!(
+                out,
+                template.replace(UPSTREAM_SERVERS, "1.1.1.1"),
+                "{block:?}"
+            );
+            assert_eq!(notes.len(), 1, "{block:?}: {notes:?}");
+            assert!(
+                notes[0].contains("kept as written, TCP included"),
+                "{notes:?}"
+            );
         }
     }
 
     #[test]
     fn other_blocks_are_kept() {
-        let t = "forward . __PILLAR__UPSTREAM__SERVERS__ {\n  force_tcp\n  max_fails 3\n}\n";
-        let (out, notes) = fill(t, &["1.1.1.1:53"]);
-        assert_eq!(out, t.replace(UPSTREAM_SERVERS, "1.1.1.1:53"));
-        assert_eq!(notes.len(), 1, "{notes:?}");
         let t = "forward . __PILLAR__UPSTREAM__SERVERS__ {\n  prefer_udp\n}\n";
-        let (out, notes) = fill(t, &["1.1.1.1:53"]);
-        assert_eq!(out, t.replace(UPSTREAM_SERVERS, "1.1.1.1:53"));
+        let (out, notes) = fill(t, &["1.1.1.1"]);
+        assert_eq!(out, t.replace(UPSTREAM_SERVERS, "1.1.1.1"));
         assert!(notes.is_empty());
     }
 }

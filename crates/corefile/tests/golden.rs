@@ -2,7 +2,8 @@
 //!
 //! A case holds `Corefile.base` (the template), optionally `stubDomains` and
 //! `upstreamNameservers` (read the way the agent reads the mounted kube-dns ConfigMap),
-//! `params` (`localip=a,b`, `port=53`, `cluster_dns=IP` or absent, `upstream_svc=NAME`),
+//! `params` (`localip=a,b`, `port=53`, `cluster_dns=IP` or absent, `upstream_svc=NAME`,
+//! `prometheus=ADDR`, default `:9253`),
 //! and the expectation: `expected.Corefile` (plus `expected.notes` when the render has notes)
 //! or `expected.error` (the one-line message). `UPDATE_GOLDEN=1 cargo test -p corefile`
 //! rewrites the expectations; review the diff before committing it.
@@ -89,6 +90,7 @@ fn params(case: &Path) -> RenderParams {
         dns_port: 53,
         cluster_dns: None,
         upstream_svc: "kube-dns-upstream".into(),
+        prometheus_listen_address: ":9253".into(),
     };
     for line in text.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {
@@ -105,6 +107,7 @@ fn params(case: &Path) -> RenderParams {
             "port" => params.dns_port = value.parse().expect("params: port"),
             "cluster_dns" => params.cluster_dns = Some(value.to_owned()),
             "upstream_svc" => params.upstream_svc = value.to_owned(),
+            "prometheus" => params.prometheus_listen_address = value.to_owned(),
             other => panic!("{}: unknown params key {other:?}", case.display()),
         }
     }

@@ -50,6 +50,7 @@ impl CorefileSync {
                 dns_port: config.dns_port,
                 cluster_dns,
                 upstream_svc: config.upstream_svc.clone(),
+                prometheus_listen_address: config.prometheus_listen_address.clone(),
             },
             written: None,
             plugins: Plugins::Unread(config.coredns_binary.clone()),
