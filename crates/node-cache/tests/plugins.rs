@@ -70,7 +70,15 @@ fn plugins_flag_lists_the_binarys_plugins() -> Result<()> {
         .output()?;
     ensure!(out.status.success(), "{out:?}");
     let listed = corefile::PluginSet::from_listing(&String::from_utf8_lossy(&out.stdout));
-    for needed in ["bind", "cache", "errors", "forward", "health", "prometheus", "template"] {
+    for needed in [
+        "bind",
+        "cache",
+        "errors",
+        "forward",
+        "health",
+        "prometheus",
+        "template",
+    ] {
         ensure!(listed.contains(needed), "-plugins lacks {needed}: {out:?}");
     }
     assert_eq!(
@@ -121,7 +129,11 @@ fn unknown_plugin_at_start_is_refused_before_anything_is_set_up() -> Result<()> 
         "expected CoreDNS never started:\n{log}"
     );
     assert_eq!(topo.node_link_addresses(INTERFACE)?, None, "no interface");
-    assert_eq!(topo.node_cache_rule_lines()?, Vec::<String>::new(), "no rules");
+    assert_eq!(
+        topo.node_cache_rule_lines()?,
+        Vec::<String>::new(),
+        "no rules"
+    );
     Ok(())
 }
 
@@ -150,7 +162,9 @@ fn unknown_plugin_on_a_change_keeps_the_last_good_corefile_serving() -> Result<(
     wait_until("the refusal to be logged and counted", DEADLINE, || {
         let metrics = node_http_get(&topo, METRICS)?;
         Ok(!refusals(&agent.log(), &plugin).is_empty()
-            && metrics.lines().any(|l| l == format!("{CONFIGMAP_ERRORS} 1")))
+            && metrics
+                .lines()
+                .any(|l| l == format!("{CONFIGMAP_ERRORS} 1")))
     })
     .with_context(|| format!("agent log:\n{}", agent.log()))?;
     let refused = refusals(&agent.log(), &plugin);
