@@ -53,15 +53,18 @@ killed=$(comms "${before[@]}")
 kubelet=$(pid_of kubelet)
 [ -n "$kubelet" ] && kill "$kubelet" 2>/dev/null
 find /sys/fs/cgroup/*/"$CGROOT" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -un | xargs -r kill -9 2>/dev/null
-for name in kube-proxy kube-scheduler kube-controller-manager kube-apiserver etcd upstream-dns containerd; do
+daemons=()
+for name in kubelet kube-proxy kube-scheduler kube-controller-manager kube-apiserver etcd upstream-dns containerd; do
   p=$(pid_of "$name")
-  [ -n "$p" ] && kill "$p" 2>/dev/null
+  [ -n "$p" ] && kill "$p" 2>/dev/null && daemons+=("$p")
 done
+# The daemons get a moment to exit cleanly (etcd and containerd flush their files); the rest
+# (containerd's shims, the pause processes, inner.sh) only go with the state they served.
+daemons_gone() { local p; for p in "${daemons[@]}"; do kill -0 "$p" 2>/dev/null && return 1; done; return 0; }
+wait_for 10 "exit of the lab's daemons after SIGTERM" daemons_gone 2>/dev/null
+lab_pids | sort -un | xargs -r kill -9 2>/dev/null
 gone() { [ -z "$(lab_pids)" ]; }
-if ! wait_for 15 "exit of the lab's processes after SIGTERM" gone 2>/dev/null; then
-  lab_pids | sort -un | xargs -r kill -9 2>/dev/null
-  wait_for 10 "exit of the lab's processes after SIGKILL" gone
-fi
+wait_for 10 "exit of the lab's processes after SIGKILL" gone
 
 # cgroups, deepest first; a cgroup is removable once its last process has been reaped.
 cgroups=$(find /sys/fs/cgroup/*/"$CGROOT" -type d 2>/dev/null | wc -l)

@@ -2,7 +2,8 @@
 # (Re)starts the lab's kube-proxy in MODE (iptables or nftables) and records that mode in the
 # kube-proxy ConfigMap (kubeadm's layout), where hack/install.sh looks for it. Runs inside the
 # lab's namespaces: inner.sh calls it, and from the host
-#   nsenter --target "$(cat .cache/kube-lab/state/inner.pid)" --mount --net -- hack/kube-lab/proxy.sh MODE
+#   nsenter --target "$(cat .cache/kube-lab/state/inner.pid)" --mount --net -- "$PWD/hack/kube-lab/proxy.sh" MODE
+# (an absolute path: nsenter --mount starts in the namespace's /).
 # The previous kube-proxy's rules are removed (kube-proxy --cleanup) before the new one starts,
 # so two modes never program the node at once.
 set -euo pipefail

@@ -91,6 +91,18 @@ fn remove_addon(lab: &Lab) -> Result<()> {
     node_clean(lab)
 }
 
+/// Ends a case that installed the addon: on failure the node's state and logs are saved first
+/// (removal would erase them), then the addon is removed and the node checked clean.
+fn then_remove(lab: &Lab, id: &str, outcome: Result<String>) -> Result<String> {
+    if outcome.is_err() {
+        println!("{}", lab.dump(&format!("{id}-before-removal")));
+    }
+    let removed = remove_addon(lab);
+    let detail = outcome?;
+    removed.context("removing the addon afterwards")?;
+    Ok(detail)
+}
+
 fn node_clean(lab: &Lab) -> Result<()> {
     wait_for(
         secs(20),
@@ -136,6 +148,17 @@ fn roll(lab: &Lab, ds: &str, selector: &str) -> Result<()> {
 pub fn setup(ctx: &Ctx) -> Result<String> {
     let lab = &ctx.lab;
     let pods = read(&lab.wrapper_dir().join("manifests/testpods.yaml"))?;
+    // A pod is refused until its namespace's default ServiceAccount exists.
+    lab.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: e2e\n",
+    )?;
+    wait_for(secs(30), "ServiceAccount e2e/default", || {
+        Ok(lab
+            .kubectl(&["-n", "e2e", "get", "serviceaccount", "default"])
+            .is_ok()
+            .then_some(()))
+    })?;
     lab.kubectl_stdin(&["apply", "-f", "-"], &pods)?;
     lab.kubectl(&[
         "-n",
@@ -176,6 +199,7 @@ pub fn drop_in(ctx: &Ctx) -> Result<String> {
         lab.rollout_status(DS, ROLLOUT)?;
         let t = Instant::now();
         let rules_ok = wait_rules(lab, RULES, secs(30));
+        let rules_after = t.elapsed();
         let rules = lab.rules()?;
         let load = Load::start(lab, "dropin")?;
         hold(secs(5));
@@ -186,7 +210,6 @@ pub fn drop_in(ctx: &Ctx) -> Result<String> {
             steady.sent()
         );
         rules_ok.context("upstream's manifest with our image never installed the rules")?;
-        let rules_after = t.elapsed();
         pods_resolve(lab)?;
         steady.check_rate()?;
         ensure!(
@@ -207,14 +230,11 @@ pub fn drop_in(ctx: &Ctx) -> Result<String> {
             rolled.detail()
         );
         Ok(format!(
-            "{rules} rules within {rules_after:.1?} of Ready; pods resolve at both IPs; steady load {}",
+            "{rules} rules {rules_after:.1?} after the rollout was done; pods resolve at both IPs; steady load {}",
             steady.detail()
         ))
     })();
-    let removed = remove_addon(lab);
-    let detail = outcome?;
-    removed.context("removing the upstream-shaped DaemonSet")?;
-    Ok(detail)
+    then_remove(lab, "2b", outcome)
 }
 
 /// 2a: the project's manifest through hack/install.sh, with its own detection.
@@ -657,10 +677,7 @@ pub fn ha_update(ctx: &Ctx) -> Result<String> {
             result.detail()
         ))
     })();
-    let removed = remove_addon(lab);
-    let detail = outcome?;
-    removed.context("removing the HA pair")?;
-    Ok(detail)
+    then_remove(lab, "2c-ha", outcome)
 }
 
 /// 2h: kube-proxy in nftables mode; node-cache with -firewall-backend=auto chooses its own
@@ -717,10 +734,9 @@ pub fn nftables(ctx: &Ctx) -> Result<String> {
             said.lines().last().unwrap_or_default()
         ))
     })();
-    let removed = remove_addon(lab);
+    let removed = then_remove(lab, "2h", outcome);
     let back = switch("iptables");
-    let detail = outcome?;
-    removed.context("removing the addon after the nftables case")?;
+    let detail = removed?;
     back.context("switching kube-proxy back to iptables")?;
     let ipvs = if std::path::Path::new("/proc/net/ip_vs").exists() {
         "IPVS: this kernel has ip_vs but the lab does not run kube-proxy in IPVS mode"
