@@ -16,6 +16,7 @@ use std::fmt;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::Resource;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,8 @@ pub enum Object {
     Service(Box<Service>),
     ConfigMap(Box<ConfigMap>),
     DaemonSet(Box<DaemonSet>),
+    Role(Box<Role>),
+    RoleBinding(Box<RoleBinding>),
 }
 
 impl Object {
@@ -38,6 +41,8 @@ impl Object {
             Object::Service(o) => (Service::KIND, &o.metadata),
             Object::ConfigMap(o) => (ConfigMap::KIND, &o.metadata),
             Object::DaemonSet(o) => (DaemonSet::KIND, &o.metadata),
+            Object::Role(o) => (Role::KIND, &o.metadata),
+            Object::RoleBinding(o) => (RoleBinding::KIND, &o.metadata),
         };
         format!("{kind}/{}", meta.name.as_deref().unwrap_or("<unnamed>"))
     }
@@ -108,7 +113,7 @@ pub enum Error {
     },
     #[error("document {index}: not a Kubernetes object: {reason}")]
     NotAnObject { index: usize, reason: &'static str },
-    #[error("document {index}: {api_version} {kind} is not a kind the addon ships (ServiceAccount, Service, ConfigMap, DaemonSet)")]
+    #[error("document {index}: {api_version} {kind} is not a kind the addon ships (ServiceAccount, Service, ConfigMap, DaemonSet, Role, RoleBinding)")]
     UnexpectedKind {
         index: usize,
         api_version: String,
@@ -200,6 +205,10 @@ fn check_value(index: usize, value: Value) -> Result<Object, Error> {
         round_trip(index, value).map(|o| Object::ConfigMap(Box::new(o)))
     } else if is(DaemonSet::API_VERSION, DaemonSet::KIND) {
         round_trip(index, value).map(|o| Object::DaemonSet(Box::new(o)))
+    } else if is(Role::API_VERSION, Role::KIND) {
+        round_trip(index, value).map(|o| Object::Role(Box::new(o)))
+    } else if is(RoleBinding::API_VERSION, RoleBinding::KIND) {
+        round_trip(index, value).map(|o| Object::RoleBinding(Box::new(o)))
     } else {
         Err(Error::UnexpectedKind {
             index,

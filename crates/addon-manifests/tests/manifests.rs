@@ -83,7 +83,67 @@ fn the_addon_has_the_upstream_objects() {
             "ConfigMap/node-local-dns",
             "DaemonSet/node-local-dns",
             "Service/node-local-dns",
+            "Role/node-local-dns",
+            "RoleBinding/node-local-dns",
         ]
+    );
+}
+
+/// node-cache's API mode needs to read two ConfigMaps and the upstream Service, by name, and
+/// to report Events; nothing else (no Secrets, no other ConfigMap, no writes), bound to the
+/// DaemonSet's ServiceAccount only.
+#[test]
+fn the_role_grants_the_api_mode_only_what_it_reads_by_name() {
+    let objects = checked(&addon_text());
+    let role = objects
+        .iter()
+        .find_map(|o| match o {
+            Object::Role(r) => Some(&**r),
+            _ => None,
+        })
+        .expect("a Role");
+    assert_eq!(
+        serde_json::to_value(&role.rules).unwrap(),
+        serde_json::json!([
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": ["node-local-dns", "kube-dns"],
+                "verbs": ["get", "list", "watch"]
+            },
+            {
+                "apiGroups": [""],
+                "resources": ["services"],
+                "resourceNames": ["kube-dns-upstream"],
+                "verbs": ["get", "list", "watch"]
+            },
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}
+        ])
+    );
+    let binding = objects
+        .iter()
+        .find_map(|o| match o {
+            Object::RoleBinding(b) => Some(&**b),
+            _ => None,
+        })
+        .expect("a RoleBinding");
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
+    let subjects: Vec<(String, String, Option<String>)> = binding
+        .subjects
+        .iter()
+        .flatten()
+        .map(|s| (s.kind.clone(), s.name.clone(), s.namespace.clone()))
+        .collect();
+    let ds = daemonset(&objects);
+    let sa = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(
+        subjects,
+        [(
+            "ServiceAccount".to_string(),
+            sa.service_account_name.clone().unwrap(),
+            Some("kube-system".to_string())
+        )]
     );
 }
 

@@ -28,12 +28,47 @@ pub struct KubeDnsConfig {
 /// them. A missing directory or key means empty. `federations` is only checked: kube-dns
 /// (and node-cache 1.26) refuse the whole ConfigMap when it is invalid; nothing here uses it.
 pub fn load_kube_dns_dir(dir: &Path) -> Result<KubeDnsConfig, ConfigError> {
-    let stub_domains = read_key(dir, STUB_DOMAINS)?;
-    let upstream_nameservers = read_key(dir, UPSTREAM_NAMESERVERS)?;
-    if let Some(federations) = read_key(dir, FEDERATIONS)? {
-        check_federations(&federations)?;
+    read_kube_dns_keys(dir)?.parse()
+}
+
+/// The kube-dns ConfigMap's keys node-cache reads, as text: from the mounted directory or
+/// from the API's object. None: the key is absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubeDnsKeys {
+    pub stub_domains: Option<String>,
+    pub upstream_nameservers: Option<String>,
+    pub federations: Option<String>,
+}
+
+impl KubeDnsKeys {
+    /// The keys of a ConfigMap's data, by name.
+    pub fn from_data(mut get: impl FnMut(&str) -> Option<String>) -> Self {
+        Self {
+            stub_domains: get(STUB_DOMAINS),
+            upstream_nameservers: get(UPSTREAM_NAMESERVERS),
+            federations: get(FEDERATIONS),
+        }
     }
-    parse_kube_dns(stub_domains.as_deref(), upstream_nameservers.as_deref())
+
+    /// Parsed and validated as [`load_kube_dns_dir`] does.
+    pub fn parse(&self) -> Result<KubeDnsConfig, ConfigError> {
+        if let Some(federations) = &self.federations {
+            check_federations(federations)?;
+        }
+        parse_kube_dns(
+            self.stub_domains.as_deref(),
+            self.upstream_nameservers.as_deref(),
+        )
+    }
+}
+
+/// The keys as the mounted directory holds them (through kubelet's `..data` links).
+pub fn read_kube_dns_keys(dir: &Path) -> Result<KubeDnsKeys, ConfigError> {
+    Ok(KubeDnsKeys {
+        stub_domains: read_key(dir, STUB_DOMAINS)?,
+        upstream_nameservers: read_key(dir, UPSTREAM_NAMESERVERS)?,
+        federations: read_key(dir, FEDERATIONS)?,
+    })
 }
 
 /// The `federations` key as kube-dns reads it: `name=domain` pairs separated by commas,

@@ -20,7 +20,9 @@ mod test_dir;
 
 pub use atomic::write_atomic;
 pub use error::{ConfigError, RenderError};
-pub use kube_dns::{load_kube_dns_dir, parse_kube_dns, KubeDnsConfig};
+pub use kube_dns::{
+    load_kube_dns_dir, parse_kube_dns, read_kube_dns_keys, KubeDnsConfig, KubeDnsKeys,
+};
 pub use plugins::{check_plugins, directives, Directive, PluginSet, UnknownPlugin};
 pub use render::{render, service_host_env, RenderParams, Rendered};
 pub use servers::ServerProblem;

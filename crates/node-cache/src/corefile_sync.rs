@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use corefile::{KubeDnsConfig, PluginSet, RenderParams};
 
 use crate::flags::Config;
+use crate::kube_api::{ApiInputs, ApiUpdate};
 use crate::metrics::{ErrorType, Metrics};
 
 pub struct CorefileSync {
@@ -19,6 +20,8 @@ pub struct CorefileSync {
     written: Option<String>,
     plugins: Plugins,
     metrics: Metrics,
+    /// The inputs as the Kubernetes API delivered them, when it is the newer source.
+    api: ApiInputs,
 }
 
 /// The plugins of the CoreDNS binary, asked once (`coredns -plugins`) at the first render: the
@@ -55,6 +58,7 @@ impl CorefileSync {
             written: None,
             plugins: Plugins::Unread(config.coredns_binary.clone()),
             metrics,
+            api: ApiInputs::default(),
         }
     }
 
@@ -73,7 +77,18 @@ impl CorefileSync {
 
     /// A kube-dns config that fails validation is counted and logged; we then render without
     /// it rather than serve nothing, unless a good Corefile was already written.
-    fn kube_dns(&self) -> Option<KubeDnsConfig> {
+    fn kube_dns(&mut self) -> Option<KubeDnsConfig> {
+        if let Some(keys) = self.api.kube_dns(self.kube_dns_dir.as_deref()) {
+            return keys
+                .parse()
+                .inspect_err(|e| {
+                    self.metrics.setup_error(ErrorType::Configmap);
+                    tracing::error!(
+                        "kube-dns ConfigMap (API): {e}; keeping the last good Corefile"
+                    );
+                })
+                .ok();
+        }
         let Some(dir) = &self.kube_dns_dir else {
             return Some(KubeDnsConfig::default());
         };
@@ -108,13 +123,26 @@ impl CorefileSync {
             .with_context(|| format!("-basecorefile {}", self.base.display()))
     }
 
+    /// What the Kubernetes API reported; [`Self::refresh`] renders it.
+    pub fn apply_api(&mut self, updates: Vec<ApiUpdate>) {
+        for update in updates {
+            self.api.apply(update, std::time::Instant::now());
+        }
+        if let Some(ip) = self.api.cluster_dns() {
+            self.params.cluster_dns = Some(ip.to_owned());
+        }
+    }
+
     /// Renders and, when the text changed, writes atomically.
     pub fn refresh(&mut self) -> Result<Outcome> {
         // Upstream counts an unreadable template and an unwritable Corefile under `configmap`
         // too: to an operator both are "the DNS config did not take".
-        let template = std::fs::read_to_string(&self.base)
-            .inspect_err(|_| self.metrics.setup_error(ErrorType::Configmap))
-            .with_context(|| format!("reading -basecorefile {}", self.base.display()))?;
+        let template = match self.api.template(&self.base) {
+            Some(template) => template,
+            None => std::fs::read_to_string(&self.base)
+                .inspect_err(|_| self.metrics.setup_error(ErrorType::Configmap))
+                .with_context(|| format!("reading -basecorefile {}", self.base.display()))?,
+        };
         self.check_plugins(&template)?;
         let kube_dns = match self.kube_dns() {
             Some(config) => config,

@@ -81,6 +81,8 @@ pub struct Config {
     /// The `-tls-*` flags of the metrics endpoint. `enabled` is always false: TLS is refused
     /// at parse time until it is implemented.
     pub tls: TlsConfig,
+    /// `-kubeapi`, `-kubeconfig` and the ConfigMaps' names.
+    pub kube: crate::kube_api::ApiConfig,
 }
 
 /// The newer upstream line's TLS settings for the metrics endpoint, as given.

@@ -13,6 +13,7 @@ mod config_watch;
 mod corefile_sync;
 pub mod flags;
 pub mod info;
+mod kube_api;
 pub mod metrics;
 mod node_network;
 mod peers;

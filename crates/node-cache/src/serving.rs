@@ -5,6 +5,7 @@
 //! | CoreDNS answers, stops answering, exits, reports a reload | [`coredns_child::ChildSupervisor`] tells; the rules policy, the peers and the metrics follow |
 //! | CoreDNS down for too long | [`RulesPolicy`] fails open |
 //! | the Corefile's inputs change (file watch) or `-syncinterval` passes | re-render, SIGUSR1 |
+//! | the Kubernetes API reports a ConfigMap or the upstream Service changed | re-render, SIGUSR1 |
 //! | the interface loses its link or an address (netlink) | repaired at once |
 //! | SIGTERM / SIGINT | the loop ends; [`Serving::leave`] follows |
 
@@ -22,6 +23,7 @@ use tokio::time::{interval, sleep_until, MissedTickBehavior};
 use crate::config_watch::{ConfigWatch, Input};
 use crate::corefile_sync::{CorefileSync, Outcome};
 use crate::flags::Config;
+use crate::kube_api::{self, KubeApi};
 use crate::metrics::{Metrics, ReloadResult};
 use crate::node_network::NodeNetwork;
 use crate::peers::{handover, Presence, Role};
@@ -46,6 +48,8 @@ pub struct Serving<'a> {
     ready: ReadyFile,
     /// Distinguishes the first answer (startup) from recoveries in the log.
     answered_before: bool,
+    /// The Kubernetes API's watches of the Corefile's inputs, when there is an API.
+    api: Option<KubeApi>,
 }
 
 fn local_addrs(config: &Config) -> Vec<SocketAddr> {
@@ -106,6 +110,7 @@ impl<'a> Serving<'a> {
         presence: &'a mut Presence,
         metrics: Metrics,
         started: Instant,
+        api: Option<KubeApi>,
     ) -> Self {
         Self {
             config,
@@ -118,6 +123,7 @@ impl<'a> Serving<'a> {
             rules: RulesPolicy::new(config.setup_iptables, started),
             ready: ReadyFile::new(config.ready_file.clone()),
             answered_before: false,
+            api,
         }
     }
 
@@ -142,6 +148,10 @@ impl<'a> Serving<'a> {
                 }
                 _ = sync.tick() => self.sync().await,
                 _ = maybe(&mut watch, async |w| w.changed().await) => self.reconfigure(),
+                updates = kube_api::next(&mut self.api) => {
+                    self.corefile.apply_api(updates);
+                    self.reconfigure();
+                }
                 _ = maybe(&mut events, async |e| { e.next().await; }) => {
                     // A burst (link deleted: one event per address, then the link) is one repair.
                     tokio::time::sleep(REPAIR_SETTLE).await;

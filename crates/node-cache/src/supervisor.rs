@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::corefile_sync::CorefileSync;
 use crate::flags::Config;
+use crate::kube_api::{self, Environment, KubeApi, ServiceRef, UpstreamService};
 use crate::metrics::{self, Metrics};
 use crate::node_network::NodeNetwork;
 use crate::peers::{self, InstanceId, Presence, Role};
@@ -28,8 +29,57 @@ pub async fn run(config: Config) -> ExitCode {
     }
 }
 
-fn cluster_dns_from_env(config: &Config) -> Option<String> {
-    std::env::var(corefile::service_host_env(&config.upstream_svc)).ok()
+/// The upstream Service's IP from `-upstreamsvc` or kubelet's variable, and the Service to
+/// follow through the API when neither tells it.
+fn upstream(config: &Config) -> Result<(Option<String>, Option<ServiceRef>)> {
+    let svc = UpstreamService::parse(&config.upstream_svc)
+        .map_err(|reason| anyhow::anyhow!("-upstreamsvc {:?}: {reason}", config.upstream_svc))?;
+    let ip = svc.known_ip(|name| std::env::var(name).ok());
+    let follow = match (svc, &ip) {
+        (UpstreamService::Named(service), None) => Some(service),
+        _ => None,
+    };
+    Ok((ip, follow))
+}
+
+/// The first render. When the upstream Service's IP is unknown and the API follows the Service
+/// (a DaemonSet started before its Service), waits for it instead of exiting; a signal ends the
+/// wait (false).
+async fn first_render(
+    corefile: &mut CorefileSync,
+    api: &mut Option<KubeApi>,
+    signals: &mut Signals,
+) -> Result<bool> {
+    let mut said = false;
+    loop {
+        match corefile.refresh() {
+            Ok(_) => return Ok(true),
+            Err(e) if waits_for_service(&e, api.as_ref()) => {
+                if !said {
+                    tracing::warn!("{e:#}; waiting for the Service through the Kubernetes API");
+                    said = true;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            name = signals.recv() => {
+                tracing::info!("{name} received before the first Corefile; exiting");
+                return Ok(false);
+            }
+            updates = kube_api::next(api) => corefile.apply_api(updates),
+        }
+    }
+}
+
+fn waits_for_service(e: &anyhow::Error, api: Option<&KubeApi>) -> bool {
+    api.is_some_and(|a| a.follows_service)
+        && e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<corefile::RenderError>(),
+                Some(corefile::RenderError::ClusterDnsUnset { .. })
+            )
+        })
 }
 
 async fn supervise(config: Config) -> Result<ExitCode> {
@@ -61,8 +111,12 @@ async fn supervise(config: Config) -> Result<ExitCode> {
         "node-cache {} starting", crate::info::VERSION
     );
 
-    let mut corefile = CorefileSync::new(&config, cluster_dns_from_env(&config), metrics.clone());
-    corefile.refresh()?;
+    let (cluster_dns, follow) = upstream(&config)?;
+    let mut api = kube_api::start(&config.kube, follow, &Environment::process()).await;
+    let mut corefile = CorefileSync::new(&config, cluster_dns, metrics.clone());
+    if !first_render(&mut corefile, &mut api, &mut signals).await? {
+        return Ok(ExitCode::SUCCESS);
+    }
     let network = NodeNetwork::new(&config, metrics.clone())?;
     // Register before touching the node, under the lock a stopping peer holds while it decides
     // whether it is the last one out.
@@ -91,6 +145,7 @@ async fn supervise(config: Config) -> Result<ExitCode> {
             &mut presence,
             metrics.clone(),
             started,
+            api,
         );
         let stop = serving.run(&mut signals).await;
         tracing::info!("{stop} received; shutting down");

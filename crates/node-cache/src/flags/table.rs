@@ -93,8 +93,9 @@ flags! {
         "directory where the kube-dns ConfigMap is mounted; empty means /etc/kube-dns if it \
          exists";
     UpstreamSvc "upstreamsvc": STRING, "kube-dns", Upstream,
-        "Service whose ClusterIP is the upstream for the cluster domain (read from \
-         <NAME>_SERVICE_HOST)";
+        "Service whose ClusterIP is the upstream for the cluster domain: read from \
+         <NAME>_SERVICE_HOST, else followed through the Kubernetes API (-kubeapi); also \
+         namespace/name (through the API) or an IP address";
     HealthPort "health-port": STRING, "8080", Upstream,
         "port of CoreDNS's health plugin";
     SkipTeardown "skipteardown": Kind::Bool, "false", Upstream,
@@ -135,6 +136,20 @@ flags! {
     CheckReady "checkready": Kind::Bool, "false", Ours,
         "probe mode: exit 0 if -readyfile names a running, ready instance, else 1; touches \
          nothing";
+    KubeApi "kubeapi": Kind::Bool, "true", Ours,
+        "watch the Corefile's ConfigMaps (and the -upstreamsvc Service when its \
+         <NAME>_SERVICE_HOST is missing) through the Kubernetes API when the pod's service \
+         account or -kubeconfig gives access: a change is in effect within a second; without \
+         access (no token, 403, apiserver down) the mounted files are read as upstream does, \
+         said once, retried with back-off";
+    Kubeconfig "kubeconfig": STRING, "", Ours,
+        "kubeconfig file for -kubeapi; empty: the pod's service account";
+    BaseCorefileConfigMap "basecorefileconfigmap": STRING, "node-local-dns", Ours,
+        "ConfigMap (pod's namespace, key Corefile) watched for the Corefile template; empty: \
+         -basecorefile only";
+    KubeDnsConfigMap "kubednsconfigmap": STRING, "kube-dns", Ours,
+        "kube-dns ConfigMap (pod's namespace: stubDomains, upstreamNameservers, federations) \
+         watched; empty: -kubednscm only";
     Conf "conf": STRING, "", CoreDns,
         "CoreDNS: the Corefile to load; here, the path the rendered Corefile is written to";
     Pidfile "pidfile": STRING, "", CoreDns,

@@ -95,6 +95,12 @@ fn addon_manifest_argv() {
                 gid: 65532
             }),
             prometheus_listen_address: ":9253".into(),
+            kube: crate::kube_api::ApiConfig {
+                enabled: true,
+                kubeconfig: None,
+                base_corefile_configmap: "node-local-dns".into(),
+                kube_dns_configmap: "kube-dns".into(),
+            },
             tls: TlsConfig {
                 enabled: false,
                 cert_file: "/etc/ssl/tls.crt".into(),

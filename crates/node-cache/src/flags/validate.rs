@@ -50,6 +50,8 @@ pub(super) fn validate(mut v: Values, host: &dyn Host) -> Result<Config, FlagErr
             "flag -upstreamsvc must not be empty: it names the upstream Service".into(),
         ));
     }
+    crate::kube_api::UpstreamService::parse(v.text(Id::UpstreamSvc))
+        .map_err(|reason| invalid(Id::UpstreamSvc, v.text(Id::UpstreamSvc), reason))?;
     let health_port = parse_port(&v, Id::HealthPort)?;
     let dns_port = parse_port(&v, Id::DnsPort)?;
     if v.on(Id::TlsEnabled) && !informational {
@@ -110,6 +112,12 @@ pub(super) fn validate(mut v: Values, host: &dyn Host) -> Result<Config, FlagErr
             gid: coredns_gid,
         }),
         prometheus_listen_address: v.take(Id::PrometheusListenAddress),
+        kube: crate::kube_api::ApiConfig {
+            enabled: v.on(Id::KubeApi),
+            kubeconfig: path(&mut v, Id::Kubeconfig),
+            base_corefile_configmap: v.take(Id::BaseCorefileConfigMap),
+            kube_dns_configmap: v.take(Id::KubeDnsConfigMap),
+        },
         tls: TlsConfig {
             enabled: v.on(Id::TlsEnabled),
             cert_file: PathBuf::from(v.take(Id::TlsCertFile)),

@@ -1,0 +1,176 @@
+//! The Kubernetes API as a source of the Corefile's inputs: the `node-local-dns` ConfigMap (key
+//! `Corefile`), the `kube-dns` ConfigMap (`stubDomains`, `upstreamNameservers`) and, when
+//! kubelet's `<SVC>_SERVICE_HOST` is missing, the upstream Service. Watched, so a `kubectl
+//! apply` is rendered within milliseconds rather than after kubelet's volume sync (a minute or
+//! more). The mounted files stay the fallback: without API access node-cache runs as upstream
+//! does, having said why once.
+//!
+//! `client` finds the API, `watch` follows one object, `inputs` and `freshness` decide which
+//! source is the newer, `upstream_svc` reads `-upstreamsvc`.
+
+mod client;
+mod freshness;
+mod inputs;
+mod upstream_svc;
+mod watch;
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::{Api, Client};
+use tokio::sync::mpsc;
+
+pub use client::Environment;
+pub use inputs::ApiInputs;
+pub use upstream_svc::{ServiceRef, UpstreamService};
+use watch::{watch, ApiHealth, Seen};
+
+/// The ConfigMap key holding the Corefile template (mounted as `Corefile.base`).
+const COREFILE_KEY: &str = "Corefile";
+
+/// The API flags, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// `-kubeapi`: use the API when there is one.
+    pub enabled: bool,
+    /// `-kubeconfig`: None means the pod's service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// `-basecorefileconfigmap`: the template's ConfigMap; empty: not watched.
+    pub base_corefile_configmap: String,
+    /// `-kubednsconfigmap`: the kube-dns ConfigMap; empty: not watched.
+    pub kube_dns_configmap: String,
+}
+
+/// A change the API reported.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ApiUpdate {
+    /// The template's ConfigMap key; None: no such ConfigMap or key.
+    Template(Option<String>),
+    TemplateLost,
+    /// The kube-dns ConfigMap's keys (all absent when there is no such ConfigMap).
+    KubeDns(corefile::KubeDnsKeys),
+    KubeDnsLost,
+    /// The upstream Service's ClusterIP.
+    ClusterDns(String),
+}
+
+/// The running watches' reports.
+pub struct KubeApi {
+    updates: mpsc::UnboundedReceiver<ApiUpdate>,
+    /// Whether the upstream Service is looked up (its IP was not in the environment).
+    pub follows_service: bool,
+}
+
+/// Every report waiting, at least one; pending forever without an API. Cancel-safe.
+pub async fn next(api: &mut Option<KubeApi>) -> Vec<ApiUpdate> {
+    let Some(api) = api else {
+        return std::future::pending().await;
+    };
+    let Some(first) = api.updates.recv().await else {
+        return std::future::pending().await;
+    };
+    let mut all = vec![first];
+    while let Ok(more) = api.updates.try_recv() {
+        all.push(more);
+    }
+    all
+}
+
+/// Starts the watches, or says once why there is no API (None). `service` is the upstream
+/// Service to look up, when its IP is not known otherwise.
+pub async fn start(
+    config: &ApiConfig,
+    service: Option<ServiceRef>,
+    env: &Environment<'_>,
+) -> Option<KubeApi> {
+    if !config.enabled {
+        return None;
+    }
+    let client_config = match client::config(config.kubeconfig.as_deref(), env).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(client::NoApi::NotInCluster(why))) => {
+            tracing::info!("Kubernetes API not used ({why}): reading the mounted ConfigMaps");
+            return None;
+        }
+        Err(e) => {
+            tracing::error!("{e:#}; reading the mounted ConfigMaps");
+            return None;
+        }
+    };
+    let namespace = client_config.default_namespace.clone();
+    let client = match Client::try_from(client_config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("Kubernetes API client: {e}; reading the mounted ConfigMaps");
+            return None;
+        }
+    };
+    let (tx, updates) = mpsc::unbounded_channel();
+    let health = ApiHealth::default();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    if !config.base_corefile_configmap.is_empty() {
+        let tx = tx.clone();
+        tokio::spawn(watch(
+            configmaps.clone(),
+            config.base_corefile_configmap.clone(),
+            health.clone(),
+            move |seen| {
+                tx.send(match seen {
+                    Seen::Now(cm) => ApiUpdate::Template(cm.and_then(|cm| data(cm, COREFILE_KEY))),
+                    Seen::Lost => ApiUpdate::TemplateLost,
+                })
+                .is_ok()
+            },
+        ));
+    }
+    if !config.kube_dns_configmap.is_empty() {
+        let tx = tx.clone();
+        tokio::spawn(watch(
+            configmaps,
+            config.kube_dns_configmap.clone(),
+            health.clone(),
+            move |seen| {
+                tx.send(match seen {
+                    Seen::Now(cm) => ApiUpdate::KubeDns(corefile::KubeDnsKeys::from_data(|k| {
+                        cm.as_ref().and_then(|cm| data(cm.clone(), k))
+                    })),
+                    Seen::Lost => ApiUpdate::KubeDnsLost,
+                })
+                .is_ok()
+            },
+        ));
+    }
+    let follows_service = service.is_some();
+    if let Some(ServiceRef {
+        namespace: svc_namespace,
+        name,
+    }) = service
+    {
+        let ns = svc_namespace.unwrap_or_else(|| namespace.clone());
+        tracing::info!(service = %format!("{ns}/{name}"), "following the upstream Service through the API");
+        let services: Api<Service> = Api::namespaced(client, &ns);
+        tokio::spawn(watch(services, name, health, move |seen| match seen {
+            // A deleted Service keeps its last address serving until it is recreated.
+            Seen::Now(svc) => match svc.and_then(cluster_ip) {
+                Some(ip) => tx.send(ApiUpdate::ClusterDns(ip)).is_ok(),
+                None => !tx.is_closed(),
+            },
+            Seen::Lost => !tx.is_closed(),
+        }));
+    }
+    tracing::info!(%namespace, "watching the Corefile's ConfigMaps through the Kubernetes API");
+    Some(KubeApi {
+        updates,
+        follows_service,
+    })
+}
+
+fn data(cm: ConfigMap, key: &str) -> Option<String> {
+    cm.data.and_then(|mut d| d.remove(key))
+}
+
+fn cluster_ip(svc: Service) -> Option<String> {
+    svc.spec
+        .and_then(|s| s.cluster_ip)
+        .filter(|ip| !ip.is_empty() && ip != "None")
+}
