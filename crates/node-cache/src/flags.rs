@@ -32,10 +32,10 @@ pub struct Config {
     pub setup_interface: bool,
     /// `-interfacename`: a valid Linux interface name.
     pub interface_name: String,
-    /// `-syncinterval` in force (`Nns` and bare integers are seconds); always > 0.
+    /// `-syncinterval` in force (`Nns` and bare integers are seconds); at least 1 s.
     pub sync_interval: Duration,
-    /// `-metrics-listen-address` as given (Go style, `:9353` = all interfaces), validated;
-    /// bind it with [`crate::metrics::bind`].
+    /// `-metrics-listen-address` as given (Go style, `:9353` = all interfaces), unchecked:
+    /// [`crate::metrics::bind`] refuses an unusable one, and DNS is served without metrics.
     pub metrics_listen_address: String,
     /// `-setupiptables`: install and maintain the packet-filter rules.
     pub setup_iptables: bool,
@@ -78,11 +78,14 @@ pub struct Config {
     pub coredns_user: Option<ChildUser>,
     /// `-prometheus-listen-address` as given (Go style), validated.
     pub prometheus_listen_address: String,
-    /// The `-tls-*` flags of the metrics endpoint. `enabled` is always false: TLS is refused
-    /// at parse time until it is implemented.
+    /// The `-tls-*` flags of the metrics endpoint, as given; [`crate::metrics`] checks them
+    /// when it starts, so a mistake there costs the endpoint, never DNS.
     pub tls: TlsConfig,
     /// `-kubeapi`, `-kubeconfig` and the ConfigMaps' names.
     pub kube: crate::kube_api::ApiConfig,
+    /// Values adjusted rather than refused (a `-syncinterval` below the floor), one line each,
+    /// for the log.
+    pub warnings: Vec<String>,
 }
 
 /// The newer upstream line's TLS settings for the metrics endpoint, as given.

@@ -29,6 +29,9 @@ fn main() -> ExitCode {
         return info::list_plugins(&config);
     }
     init_logging();
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -3,7 +3,9 @@
 //! label pre-set to 0. CoreDNS's own metrics stay on its `prometheus` plugin's address.
 
 mod http;
+mod listen;
 mod supervision;
+mod tls;
 
 use std::sync::Arc;
 
@@ -17,7 +19,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-pub use http::{bind, parse_listen_address, serve};
+pub use http::{serve, Endpoint};
+pub use listen::{bind, parse_listen_address, ListenAddress};
 pub use supervision::{ReloadResult, RestartReason, Supervision};
 
 /// Family name of the setup-error counter; samples carry the `_total` suffix, so the exposed

@@ -22,6 +22,10 @@ const UNITS: [(&str, u128); 8] = [
 /// Go caps durations at i64::MAX nanoseconds (about 292 years).
 const MAX_NANOS: u128 = i64::MAX as u128;
 
+/// The shortest re-check we run: each one reads the interface and lists the rules, so a
+/// microsecond interval is a busy loop. One second is also upstream's shortest (`1ns`).
+pub const SYNC_INTERVAL_FLOOR: Duration = Duration::from_secs(1);
+
 /// Parses a `-syncinterval` value; the error is the reason, for the caller to wrap.
 pub fn parse_sync_interval(text: &str) -> Result<Duration, String> {
     if text.is_empty() {

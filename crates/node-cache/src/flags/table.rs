@@ -80,7 +80,7 @@ flags! {
         "name of the interface holding the local IPs";
     SyncInterval "syncinterval": Kind::Value("duration"), "60s", Upstream,
         "how often the interface, rules and Corefile are re-checked: Nns or N mean N seconds \
-         (upstream's spelling), other units as themselves (500ms, 30s, 1m)";
+         (upstream's spelling), other units as themselves (30s, 1m); at least 1s";
     MetricsListenAddress "metrics-listen-address": STRING, "0.0.0.0:9353", Upstream,
         "address of node-cache's own Prometheus endpoint (path /metrics)";
     SetupIptables "setupiptables": Kind::Bool, "true", Upstream,
@@ -106,18 +106,17 @@ flags! {
     PrometheusListenAddress "prometheus-listen-address": STRING, ":9253", NewerUpstream,
         "address CoreDNS's prometheus plugin serves on, as set in the Corefile";
     TlsEnabled "tls-enabled": Kind::Bool, "false", NewerUpstream,
-        "serve the metrics endpoint over TLS (not supported yet: refused rather than served in \
-         plaintext)";
+        "serve the metrics endpoint over TLS (docs/metrics-tls.md)";
     TlsCertFile "tls-cert-file": STRING, "/etc/ssl/tls.crt", NewerUpstream,
-        "TLS certificate for the metrics endpoint";
+        "TLS certificate (PEM) of the metrics endpoint";
     TlsPrivateKeyFile "tls-private-key-file": STRING, "/etc/ssl/tls.key", NewerUpstream,
-        "TLS private key for the metrics endpoint";
+        "TLS private key (PEM) of the metrics endpoint";
     TlsClientAuthType "tls-client-auth-type": STRING, "NoClientCert", NewerUpstream,
-        "TLS client authentication for the metrics endpoint";
+        "TLS client authentication of the metrics endpoint, by Go's names";
     TlsClientCaFile "tls-client-ca-file": STRING, "", NewerUpstream,
         "CA bundle verifying TLS clients of the metrics endpoint";
     TlsMinVersion "tls-min-version": STRING, "TLS13", NewerUpstream,
-        "minimum TLS version of the metrics endpoint";
+        "minimum TLS version of the metrics endpoint: TLS12 or TLS13";
     CorednsBinary "coredns-binary": STRING, "", Ours,
         "the CoreDNS binary to run (default: coredns on PATH, else /coredns)";
     FirewallBackend "firewall-backend": STRING, "iptables", Ours,

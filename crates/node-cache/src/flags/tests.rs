@@ -109,6 +109,7 @@ fn addon_manifest_argv() {
                 client_ca_file: None,
                 min_version: "TLS13".into(),
             },
+            warnings: Vec::new(),
         }
     );
     // Unprivileged CoreDNS (the default): node-cache writes the pidfile itself.
@@ -350,7 +351,7 @@ fn sync_interval_spellings() {
     let interval = |v: &str| ok(&["-localip=10.0.0.1", "-syncinterval", v]).sync_interval;
     assert_eq!(interval("60ns"), Duration::from_secs(60));
     assert_eq!(interval("5"), Duration::from_secs(5));
-    assert_eq!(interval("500ms"), Duration::from_millis(500));
+    assert_eq!(interval("1500ms"), Duration::from_millis(1500));
     assert_eq!(interval("1h30m"), Duration::from_secs(5400));
     assert_eq!(
         ok(&["-localip=10.0.0.1"]).sync_interval,
@@ -363,6 +364,34 @@ fn sync_interval_spellings() {
     );
     assert!(err(&["-localip=10.0.0.1", "-syncinterval=-1s"]).contains("-syncinterval"));
     assert!(err(&["-localip=10.0.0.1", "-syncinterval=soon"]).contains("-syncinterval"));
+}
+
+/// A microsecond interval was a busy loop (0.6 CPU-seconds per second); it is raised to the
+/// floor, with a warning, rather than refused (upstream takes it).
+#[test]
+fn sync_interval_below_the_floor_is_raised() {
+    for tiny in ["1us", "999ms", "1s5ns", "500ms"] {
+        let c = ok(&["-localip=10.0.0.1", "-syncinterval", tiny]);
+        let expected = if tiny == "1s5ns" {
+            Duration::new(1, 5)
+        } else {
+            Duration::from_secs(1)
+        };
+        assert_eq!(c.sync_interval, expected, "{tiny}");
+        if tiny == "1s5ns" {
+            assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        } else {
+            assert_eq!(
+                c.warnings,
+                [format!(
+                    "-syncinterval {tiny} is below the floor of 1s; re-checking every 1s"
+                )]
+            );
+        }
+    }
+    assert!(ok(&["-localip=10.0.0.1", "-syncinterval=1ns"])
+        .warnings
+        .is_empty());
 }
 
 #[test]
@@ -399,11 +428,14 @@ fn listen_addresses() {
         "-localip=10.0.0.1",
         "-metrics-listen-address=[fd00::1]:9353",
     ]);
-    let m = err(&["-localip=10.0.0.1", "-metrics-listen-address=9353"]);
-    assert!(
-        m.starts_with("invalid value \"9353\" for flag -metrics-listen-address:"),
-        "{m}"
-    );
+    // Checked when bound, so that a bad one costs the endpoint and not DNS (as upstream).
+    for unusable in ["9353", "abc", "19353"] {
+        let arg = format!("-metrics-listen-address={unusable}");
+        assert_eq!(
+            ok(&["-localip=10.0.0.1", &arg]).metrics_listen_address,
+            unusable
+        );
+    }
     let m = err(&["-localip=10.0.0.1", "-prometheus-listen-address=:x"]);
     assert!(m.contains("-prometheus-listen-address"), "{m}");
 }
@@ -414,7 +446,7 @@ fn upstream_svc_must_not_be_empty() {
 }
 
 #[test]
-fn tls_is_accepted_but_enabling_it_is_refused() {
+fn tls_flags_are_taken_as_given() {
     let c = ok(&[
         "-localip=10.0.0.1",
         "-tls-cert-file=/c",
@@ -422,12 +454,12 @@ fn tls_is_accepted_but_enabling_it_is_refused() {
         "-tls-client-auth-type=RequireAndVerifyClientCert",
         "-tls-client-ca-file=/ca",
         "-tls-min-version=TLS12",
-        "-tls-enabled=false",
+        "-tls-enabled",
     ]);
     assert_eq!(
         c.tls,
         TlsConfig {
-            enabled: false,
+            enabled: true,
             cert_file: "/c".into(),
             private_key_file: "/k".into(),
             client_auth_type: "RequireAndVerifyClientCert".into(),
@@ -435,8 +467,8 @@ fn tls_is_accepted_but_enabling_it_is_refused() {
             min_version: "TLS12".into(),
         }
     );
-    let m = err(&["-localip=10.0.0.1", "-tls-enabled"]);
-    assert!(m.starts_with("flag -tls-enabled is not supported"), "{m}");
+    // Upstream's spelling in its PR: -tls-enabled=1.
+    assert!(ok(&["-localip=10.0.0.1", "-tls-enabled=1"]).tls.enabled);
 }
 
 #[test]

@@ -39,12 +39,34 @@ pub(super) fn validate(mut v: Values, host: &dyn Host) -> Result<Config, FlagErr
     let interface_name = v.take(Id::InterfaceName);
     check_interface_name(&interface_name)
         .map_err(|reason| invalid(Id::InterfaceName, &interface_name, reason))?;
+    let mut warnings = Vec::new();
     let sync_interval = duration::parse_sync_interval(v.text(Id::SyncInterval))
         .map_err(|reason| invalid(Id::SyncInterval, v.text(Id::SyncInterval), reason))?;
-    for flag in [Id::MetricsListenAddress, Id::PrometheusListenAddress] {
-        crate::metrics::parse_listen_address(v.text(flag))
-            .map_err(|reason| invalid(flag, v.text(flag), reason))?;
-    }
+    // Raised rather than refused: upstream takes `1us` (as 1000 s), and a refusal here would
+    // crash-loop the node's DNS cache over a tuning knob.
+    let sync_interval = if sync_interval < duration::SYNC_INTERVAL_FLOOR {
+        warnings.push(format!(
+            "-syncinterval {} is below the floor of {:?}; re-checking every {:?}",
+            v.text(Id::SyncInterval),
+            duration::SYNC_INTERVAL_FLOOR,
+            duration::SYNC_INTERVAL_FLOOR
+        ));
+        duration::SYNC_INTERVAL_FLOOR
+    } else {
+        sync_interval
+    };
+    // -metrics-listen-address is checked when it is bound: an unusable one is logged and DNS
+    // is served without the endpoint, as upstream does. CoreDNS would refuse a Corefile with a
+    // bad prometheus address, so that one is refused here, before anything is touched.
+    crate::metrics::parse_listen_address(v.text(Id::PrometheusListenAddress)).map_err(
+        |reason| {
+            invalid(
+                Id::PrometheusListenAddress,
+                v.text(Id::PrometheusListenAddress),
+                reason,
+            )
+        },
+    )?;
     if v.text(Id::UpstreamSvc).is_empty() {
         return Err(FlagError::Usage(
             "flag -upstreamsvc must not be empty: it names the upstream Service".into(),
@@ -54,13 +76,6 @@ pub(super) fn validate(mut v: Values, host: &dyn Host) -> Result<Config, FlagErr
         .map_err(|reason| invalid(Id::UpstreamSvc, v.text(Id::UpstreamSvc), reason))?;
     let health_port = parse_port(&v, Id::HealthPort)?;
     let dns_port = parse_port(&v, Id::DnsPort)?;
-    if v.on(Id::TlsEnabled) && !informational {
-        return Err(FlagError::Usage(
-            "flag -tls-enabled is not supported yet: node-cache refuses to serve metrics in \
-             plaintext when TLS was asked for"
-                .into(),
-        ));
-    }
     let corefile = path(&mut v, Id::Conf).unwrap_or_else(|| PathBuf::from(v.take(Id::Corefile)));
     let kubednscm = path(&mut v, Id::KubeDnsCm).or_else(|| {
         let default = Path::new(DEFAULT_KUBE_DNS_DIR);
@@ -126,6 +141,7 @@ pub(super) fn validate(mut v: Values, host: &dyn Host) -> Result<Config, FlagErr
             client_ca_file,
             min_version: v.take(Id::TlsMinVersion),
         },
+        warnings,
     })
 }
 
