@@ -61,8 +61,10 @@ demo: deps build ## Run node-cache in a namespace topology in front of a real Co
 	$(Q)COREDNS_BINARY="$$(hack/coredns.sh | tail -n1)" NODE_CACHE_BINARY="$(CURDIR)/$(BIN_DIR)/node-cache" \
 	  $(CARGO) run --release --locked -q -p testbed --bin demo
 
-bench: deps build ## Startup, resilience and handover figures under pod load (median/min/max, failed queries)
-	$(Q)COREDNS_BINARY="$$(hack/coredns.sh | tail -n1)" NODE_CACHE_BINARY="$(CURDIR)/$(BIN_DIR)/node-cache" \
+bench: deps build ## Startup, footprint (RSS idle/after dnsperf/peak, both CoreDNS builds), resilience and handover figures (median/min/max, failed queries)
+	$(Q)hack/deps.sh dnsperf=dnsperf
+	$(Q)COREDNS_BINARY="$$(hack/coredns.sh | tail -n1)" COREDNS_FULL_BINARY="$$(hack/coredns.sh --full | tail -n1)" \
+	  NODE_CACHE_BINARY="$(CURDIR)/$(BIN_DIR)/node-cache" \
 	  $(CARGO) run --release --locked -q -p testbed --bin bench
 
 clean: ## Remove build outputs (keeps the CoreDNS cache)

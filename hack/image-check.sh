@@ -311,7 +311,10 @@ else
   fail "SIGTERM: exit 0, rules and interface gone" "exit $code, $left_rules rules, $left_link links left"
 fi
 
-echo "image-check: $(podman image inspect --format '{{.Size}}' "$image" | awk '{ printf "%.1f MB", $1 / 1e6 }') image, $((SECONDS - start))s"
+size="$(podman image inspect --format '{{.Size}}' "$image" | awk '{ printf "%.1f", $1 / 1e6 }')"
+# make bench prints it beside the memory figures.
+echo "$size" >"$work/image-size"
+echo "image-check: $size MB image, $((SECONDS - start))s"
 if [ "$failed" -ne 0 ]; then
   echo "image-check: FAILED" >&2
   exit 1
