@@ -9,6 +9,8 @@
 //! fields are public).
 //!
 //! Invariants, beyond "no panic":
+//! - the template's directives each sit on one of its lines; with no plugin available, a
+//!   refusal names the first directive other than `import`, in one line;
 //! - the render is deterministic: twice the same inputs, the same Corefile and notes, or the
 //!   same error;
 //! - an error is one line; `NoLocalIp` exactly when no local IP is given;
@@ -20,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use corefile::{parse_kube_dns, render, KubeDnsConfig, RenderParams};
+use corefile::{directives, parse_kube_dns, render, KubeDnsConfig, PluginSet, RenderParams};
 
 const PLACEHOLDER_PREFIX: &str = "__PILLAR__";
 
@@ -28,6 +30,7 @@ pub fn check(data: &[u8]) {
     let mut parts = data.splitn(4, |&b| b == 0);
     let mut next = || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
     let (params, stub, upstream, template) = (next(), next(), next(), next());
+    check_plugins(&template);
     let params = render_params(&params);
     let present = |value: &str| (!value.is_empty()).then_some(value.to_owned());
     let (stub, upstream) = (present(&stub), present(&upstream));
@@ -146,5 +149,29 @@ fn unvalidated(stub: Option<&str>, upstream: Option<&str>) -> KubeDnsConfig {
         upstream_nameservers: upstream
             .and_then(|json| serde_json::from_str::<Vec<String>>(json).ok())
             .unwrap_or_default(),
+    }
+}
+
+/// The plugin check on any template (`corefile::plugins`).
+fn check_plugins(template: &str) {
+    let found = directives(template);
+    // As `str::lines` counts them, which is how a refusal quotes the line.
+    let lines = template.lines().count().max(1);
+    for d in &found {
+        assert!(
+            d.line >= 1 && d.line <= lines,
+            "{d:?} outside {lines} lines"
+        );
+    }
+    match corefile::check_plugins(template, &PluginSet::from_listing("")) {
+        Ok(()) => assert!(found.iter().all(|d| d.name == "import"), "{found:?}"),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(!message.contains(['\n', '\r']), "not one line: {message:?}");
+            assert_eq!(
+                Some(&e.name),
+                found.iter().map(|d| &d.name).find(|n| *n != "import")
+            );
+        }
     }
 }
