@@ -702,36 +702,51 @@ pub fn nftables(ctx: &Ctx) -> Result<String> {
                 .is_ok()
                 .then_some(()))
         })?;
-        // hack/install.sh supports the iptables and IPVS recipes only; upstream's iptables
-        // recipe is the one for nftables mode too (node-cache binds the kube-dns IP).
+        // hack/install.sh's own detection first; where it does not know nftables mode,
+        // upstream's iptables recipe is the one for it (node-cache binds the kube-dns IP).
         let detected = lab.script("hack/install.sh", &["--dry-run", "--image", &lab.image])?;
-        let said = String::from_utf8_lossy(&detected.stderr).trim().to_string();
-        install(lab, &["--mode", "iptables"])?;
+        let said = String::from_utf8_lossy(&detected.stderr)
+            .lines()
+            .find(|l| l.contains("mode"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let how = if detected.status.success() {
+            install(lab, &[])?;
+            "detected"
+        } else {
+            install(lab, &["--mode", "iptables"])?;
+            "refused, so --mode iptables"
+        };
         lab.kubectl(&[
             "-n", SYSTEM, "patch", DS, "--type=json",
             "-p=[{\"op\":\"add\",\"path\":\"/spec/template/spec/containers/0/args/-\",\"value\":\"-firewall-backend=auto\"}]",
         ])?;
         lab.rollout_status(DS, ROLLOUT)?;
         wait_pods(lab, SEL, 1)?;
+        let backend_line = || {
+            lab.kubectl(&["-n", SYSTEM, "logs", DS])
+                .ok()
+                .and_then(|l| {
+                    l.lines()
+                        .find(|l| l.contains("-firewall-backend"))
+                        .map(|l| l.trim().to_string())
+                })
+                .unwrap_or_else(|| "(no -firewall-backend line in node-cache's log)".into())
+        };
         wait_for(secs(30), "node-cache's nftables table", || {
             Ok(lab.nft_table()?.then_some(()))
-        })?;
+        })
+        .with_context(|| format!("node-cache chose: {}", backend_line()))?;
         let rules = lab.rules()?;
         ensure!(
             rules == 0,
             "{rules} iptables rules besides the nftables table"
         );
         pods_resolve(lab)?;
-        let logs = lab.kubectl(&["-n", SYSTEM, "logs", DS])?;
-        let why = logs
-            .lines()
-            .find(|l| l.contains("auto") || l.contains("backend"))
-            .unwrap_or("(no backend line in the log)")
-            .trim()
-            .to_string();
+        let why = backend_line();
         Ok(format!(
-            "install.sh's detection in nftables mode: {:?} (so --mode iptables, upstream's recipe for it); table inet node-local-dns, 0 iptables rules, pods resolve at both IPs; node-cache: {why}",
-            said.lines().last().unwrap_or_default()
+            "hack/install.sh in nftables mode: {said:?} ({how}); table inet node-local-dns, 0 iptables rules, pods resolve at both IPs; node-cache: {why}"
         ))
     })();
     let removed = then_remove(lab, "2h", outcome);
