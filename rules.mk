@@ -163,7 +163,7 @@ fuzz-smoke: ## Build the fuzz targets and run each for 15 s (CI)
 # the version is hack/kube-lab/wrappers/kubew/go.mod), containerd/runc/CNI from Debian, images
 # built locally with buildah. kubectl for it: hack/kube-lab/kubectl.
 
-.PHONY: kube-up kube-down kube-e2e
+.PHONY: kube-up kube-down kube-e2e kube-api-test
 
 kube-up: ## Start the one-node Kubernetes lab (root; first run builds Kubernetes, ~10 min); kubectl: hack/kube-lab/kubectl
 	$(Q)hack/kube-lab/up.sh
@@ -173,3 +173,8 @@ kube-down: ## Remove the lab: processes, namespaces, cgroups, mounts, state; pri
 
 kube-e2e: ## The addon's end-to-end cases in a fresh lab (up, cases, down); last line: N passed, M failed
 	$(Q)hack/kube-lab/e2e.sh
+
+kube-api-test: deps ## node-cache's Kubernetes API mode against a real kube-apiserver and etcd (root; builds them once, ~10 min)
+	$(Q)hack/kube-lab/build.sh etcd kube
+	$(Q)COREDNS_BINARY="$$(hack/coredns.sh | tail -n1)" \
+	  $(CARGO) test -p node-cache --test kube_api --locked -- --ignored --test-threads=1 --nocapture

@@ -60,6 +60,16 @@ fn init_logging() {
             filter = filter.add_directive(quiet);
         }
     }
+    // kube-rs logs every failed list or watch, retry after retry (a cluster without our RBAC:
+    // a 403 each time); node-cache says once what the API's state means. RUST_LOG naming kube
+    // still decides.
+    if !from_env.contains("kube") {
+        for quiet in ["kube_client=off", "kube_runtime=off"] {
+            if let Ok(quiet) = quiet.parse() {
+                filter = filter.add_directive(quiet);
+            }
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

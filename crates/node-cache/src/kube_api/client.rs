@@ -118,7 +118,8 @@ mod tests {
 
     #[tokio::test]
     async fn outside_a_pod_or_without_a_token_there_is_no_api() {
-        let dir = testbed::TempDir::new("kube-api-client").unwrap();
+        let dir =
+            testbed::TempDir::new(&format!("kube-api-client-{}", testbed::unique_tag())).unwrap();
         let none = |_: &str| None;
         assert_eq!(
             config(None, &env(&none, dir.path()))
@@ -142,7 +143,8 @@ mod tests {
 
     #[tokio::test]
     async fn in_cluster_reads_the_service_account_and_pod_namespace_wins() {
-        let dir = testbed::TempDir::new("kube-api-client").unwrap();
+        let dir =
+            testbed::TempDir::new(&format!("kube-api-client-{}", testbed::unique_tag())).unwrap();
         std::fs::write(dir.path().join("token"), "t0k3n").unwrap();
         std::fs::write(dir.path().join("ca.crt"), CA).unwrap();
         std::fs::write(dir.path().join("namespace"), "kube-system\n").unwrap();
@@ -174,7 +176,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreadable_ca_is_one_line_naming_the_file() {
-        let dir = testbed::TempDir::new("kube-api-client").unwrap();
+        let dir =
+            testbed::TempDir::new(&format!("kube-api-client-{}", testbed::unique_tag())).unwrap();
         std::fs::write(dir.path().join("token"), "t").unwrap();
         let vars = |n: &str| (n == "KUBERNETES_SERVICE_HOST").then(|| "10.96.0.1".to_string());
         let e = config(None, &env(&vars, dir.path())).await.unwrap_err();

@@ -21,16 +21,16 @@ struct Delivered<T> {
 /// One input's API value, if the API is (or recently was) its source.
 #[derive(Debug)]
 pub struct Freshest<T> {
+    /// The input, for the log.
+    name: &'static str,
     api: Option<Delivered<T>>,
 }
 
-impl<T> Default for Freshest<T> {
-    fn default() -> Self {
-        Self { api: None }
-    }
-}
-
 impl<T: PartialEq + Clone> Freshest<T> {
+    pub fn new(name: &'static str) -> Self {
+        Self { name, api: None }
+    }
+
     /// The API's current value (a list or a watch event).
     pub fn delivered(&mut self, value: T) {
         self.api = Some(Delivered {
@@ -58,7 +58,20 @@ impl<T: PartialEq + Clone> Freshest<T> {
         let Some(lost_at) = d.lost_at else {
             return Some(d.value.clone());
         };
-        if now.duration_since(lost_at) >= VOLUME_LAG_MAX || volume().as_ref() == Some(&d.value) {
+        let name = self.name;
+        if now.duration_since(lost_at) >= VOLUME_LAG_MAX {
+            tracing::info!(
+                "{name}: no Kubernetes API for {VOLUME_LAG_MAX:?}; the mounted volume is the \
+                 source"
+            );
+            self.api = None;
+            return None;
+        }
+        if volume().as_ref() == Some(&d.value) {
+            tracing::info!(
+                "{name}: the mounted volume caught up with the Kubernetes API's last value; it \
+                 is the source while the API is away"
+            );
             self.api = None;
             return None;
         }
@@ -77,7 +90,7 @@ mod tests {
     #[test]
     fn the_api_wins_while_it_answers_whatever_the_volume_says() {
         let now = Instant::now();
-        let mut f = Freshest::default();
+        let mut f = Freshest::new("test");
         assert_eq!(f.pick(vol("old"), now), None, "no API value: the volume");
         f.delivered("new");
         assert_eq!(f.pick(vol("old"), now), Some("new"));
@@ -87,7 +100,7 @@ mod tests {
     #[test]
     fn a_lost_api_keeps_its_value_until_the_volume_catches_up() {
         let now = Instant::now();
-        let mut f = Freshest::default();
+        let mut f = Freshest::new("test");
         f.delivered("new");
         f.lost(now);
         // The volume still lags: switching now would move the configuration backwards.
@@ -103,7 +116,7 @@ mod tests {
     #[test]
     fn a_volume_that_never_shows_the_apis_value_wins_after_the_lag_bound() {
         let now = Instant::now();
-        let mut f = Freshest::default();
+        let mut f = Freshest::new("test");
         f.delivered("a");
         f.lost(now);
         assert_eq!(f.pick(vol("b"), now + VOLUME_LAG_MAX / 2), Some("a"));
@@ -113,7 +126,7 @@ mod tests {
     #[test]
     fn a_recovered_api_is_the_source_again_and_a_withdrawn_one_is_not() {
         let now = Instant::now();
-        let mut f = Freshest::default();
+        let mut f = Freshest::new("test");
         f.delivered("a");
         f.lost(now);
         f.delivered("b");

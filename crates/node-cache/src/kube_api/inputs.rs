@@ -9,12 +9,22 @@ use corefile::KubeDnsKeys;
 use super::freshness::Freshest;
 use super::ApiUpdate;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ApiInputs {
     template: Freshest<String>,
     kube_dns: Freshest<KubeDnsKeys>,
     /// The upstream Service's ClusterIP, once the API has told it.
     cluster_dns: Option<String>,
+}
+
+impl Default for ApiInputs {
+    fn default() -> Self {
+        Self {
+            template: Freshest::new("the Corefile template"),
+            kube_dns: Freshest::new("the kube-dns ConfigMap"),
+            cluster_dns: None,
+        }
+    }
 }
 
 impl ApiInputs {
