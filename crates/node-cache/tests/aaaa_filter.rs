@@ -10,16 +10,13 @@
 //! the cluster domain (as the upstream Service) and everything else (as the kube-dns
 //! ConfigMap's upstreamNameservers) to it.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::Signal;
-use testbed::agent::{addon_corefile_iptables_mode, wait_rules};
+use testbed::agent::addon_corefile_iptables_mode;
+use testbed::fixture::{Node, DEADLINE};
 use testbed::topology::names;
-use testbed::{addrs, wait_until, workspace_root, Netns, Process, Topology};
+use testbed::{addrs, wait_until, workspace_root, Netns, Process};
 
 const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
-const DEADLINE: Duration = Duration::from_secs(20);
 
 const WORLD: &str = "10.244.2.4";
 const CLUSTER_AAAA: &str = "fd00:96::1";
@@ -122,7 +119,13 @@ fn noerror(data: &[&str]) -> Answer {
 
 #[test]
 fn aaaa_for_names_outside_the_cluster_domain_is_answered_empty() -> Result<()> {
-    let topo = Topology::build()?;
+    // The operator's files: the addon template with the snippet, and the kube-dns ConfigMap
+    // sending names outside the cluster to the world server.
+    let node = Node::builder(NODE_CACHE)
+        .base_corefile(filtered_template()?)
+        .kube_dns(&[("upstreamNameservers", &format!(r#"["{WORLD}"]"#))])
+        .build()?;
+    let topo = &node.topo;
     topo.upstream_ns
         .ip(&["addr", "add", &format!("{WORLD}/24"), "dev", "eth0"])?;
     let world_conf = topo.path("world.Corefile");
@@ -137,34 +140,13 @@ fn aaaa_for_names_outside_the_cluster_domain_is_answered_empty() -> Result<()> {
         )
     })?;
 
-    // The operator's files: the addon template with the snippet, and the kube-dns ConfigMap
-    // sending names outside the cluster to the world server.
-    let base = topo.write_base_corefile(&filtered_template()?)?;
-    let kube_dns =
-        topo.write_kube_dns_configmap(&[("upstreamNameservers", &format!(r#"["{WORLD}"]"#))])?;
-    let conf = topo.path("Corefile");
-    let mut cmd = topo.node.command(NODE_CACHE);
-    cmd.args([
-        "-localip",
-        "169.254.20.10,10.96.0.10",
-        "-upstreamsvc",
-        "world",
-    ])
-    .arg("-basecorefile")
-    .arg(&base)
-    .arg("-conf")
-    .arg(&conf)
-    .arg("-kubednscm")
-    .arg(&kube_dns)
-    .arg("-pidfile")
-    .arg(topo.path("node-cache.pid"))
-    .arg("-coredns-binary")
-    .arg(&topo.coredns)
-    .env("WORLD_SERVICE_HOST", WORLD)
-    .env("RUST_LOG", "info");
-    let mut agent = Process::spawn("node-cache", cmd, &topo.path("node-cache.log"))?;
-    wait_rules(&topo, &mut agent, DEADLINE)?;
-    let rendered = std::fs::read_to_string(&conf)?;
+    let mut agent = node
+        .agent()
+        .upstream_svc("world")
+        .env("WORLD_SERVICE_HOST", WORLD)
+        .spawn()?;
+    agent.wait_rules()?;
+    let rendered = std::fs::read_to_string(&node.files.conf)?;
     assert!(
         rendered.contains("template ANY AAAA"),
         "the rendered Corefile lost the snippet:\n{rendered}"
@@ -199,7 +181,7 @@ fn aaaa_for_names_outside_the_cluster_domain_is_answered_empty() -> Result<()> {
         topo.path("Corefile.base.new"),
         addon_corefile_iptables_mode()?,
     )?;
-    std::fs::rename(topo.path("Corefile.base.new"), &base)?;
+    std::fs::rename(topo.path("Corefile.base.new"), &node.files.base)?;
     wait_until(
         "the external AAAA record without the filter",
         DEADLINE,
@@ -212,7 +194,5 @@ fn aaaa_for_names_outside_the_cluster_domain_is_answered_empty() -> Result<()> {
     )
     .with_context(|| agent.log())?;
 
-    agent.signal(Signal::SIGTERM)?;
-    assert!(agent.wait_exit(DEADLINE)?.success(), "{}", agent.log());
-    Ok(())
+    agent.finish()
 }

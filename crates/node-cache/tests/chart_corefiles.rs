@@ -5,16 +5,13 @@
 //! the chart prints.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use nix::sys::signal::Signal;
-use testbed::agent::{pod_query, start_node_cache};
+use testbed::fixture::{Node, DEADLINE};
 use testbed::topology::names;
-use testbed::{wait_until, workspace_root, Topology, Transport};
+use testbed::{wait_until, workspace_root, Transport};
 
 const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
-const DEADLINE: Duration = Duration::from_secs(20);
 /// node-cache's rules per local IP (SPEC §3).
 const RULES_PER_IP: usize = 12;
 
@@ -39,54 +36,29 @@ fn bind_ips(corefile: &str) -> Option<Vec<String>> {
 
 #[test]
 fn coredns_serves_every_corefile_the_chart_renders() -> Result<()> {
-    let topo = Topology::build()?;
-    let kube_dns = topo.write_kube_dns_configmap(&[])?;
+    let node = Node::builder(NODE_CACHE).kube_dns(&[]).build()?;
     let goldens = goldens()?;
     assert!(goldens.len() >= 8, "{goldens:?}");
     for golden in goldens {
         let case = golden.file_stem().unwrap().to_string_lossy().into_owned();
         let corefile = std::fs::read_to_string(&golden)?;
         let ips = bind_ips(&corefile).with_context(|| format!("{case}: no bind line"))?;
-        let base = topo.write_base_corefile(&corefile)?;
-        let args: Vec<String> = [
-            "-localip",
-            &ips.join(","),
-            "-upstreamsvc",
-            "kube-dns-upstream",
-            "-basecorefile",
-            &base.display().to_string(),
-            "-conf",
-            &topo.path("Corefile").display().to_string(),
-            "-kubednscm",
-            &kube_dns.display().to_string(),
-            "-pidfile",
-            &topo.path("node-cache.pid").display().to_string(),
-            "-coredns-binary",
-            &topo.coredns.display().to_string(),
-        ]
-        .map(str::to_string)
-        .to_vec();
-        let mut agent = start_node_cache(&topo, NODE_CACHE.as_ref(), &args)?;
+        node.topo.write_base_corefile(&corefile)?;
+        let mut agent = node.agent().local_ips(&ips.join(",")).spawn()?;
         // The rules go in only once CoreDNS answers: a Corefile CoreDNS refuses never gets there.
         wait_until(&format!("{case}: CoreDNS serving"), DEADLINE, || {
             if let Some(status) = agent.try_status()? {
                 anyhow::bail!("node-cache exited ({status})");
             }
-            Ok(topo.node_cache_rule_lines()?.len() == RULES_PER_IP * ips.len())
+            Ok(node.rule_count()? == RULES_PER_IP * ips.len())
         })
         .with_context(|| format!("{case}:\n{}", agent.log()))?;
         // Names outside the cluster go to the node's resolver unless the case set upstreams.
         if corefile.contains("forward . __PILLAR__UPSTREAM__SERVERS__") {
-            let answer = pod_query(&topo, &ips[0], names::EXTERNAL, "A", Transport::Udp)?;
+            let answer = node.query(&ips[0], names::EXTERNAL, "A", Transport::Udp)?;
             assert_eq!(answer, [names::EXTERNAL_IP], "{case}:\n{}", agent.log());
         }
-        agent.signal(Signal::SIGTERM)?;
-        let status = agent.wait_exit(DEADLINE)?;
-        assert!(status.success(), "{case}: exit {status}\n{}", agent.log());
-        assert!(
-            topo.node_cache_rule_lines()?.is_empty(),
-            "{case}: rules left"
-        );
+        agent.finish().with_context(|| case.clone())?;
     }
     Ok(())
 }

@@ -2,18 +2,13 @@
 //! addresses; one CoreDNS binds both, the interface holds both, the rules exist per family,
 //! and a pod's query over IPv6 to the IPv6 local IP is answered by node-cache.
 
-use std::time::Duration;
-
 use anyhow::Result;
-use nix::sys::signal::Signal;
-use testbed::agent::{
-    addon_corefile_iptables_mode, pod_query, start_node_cache, AgentFiles, INTERFACE,
-};
+use testbed::agent::{addon_corefile_iptables_mode, INTERFACE};
+use testbed::fixture::{Node, DEADLINE};
 use testbed::topology::names;
 use testbed::{addrs, wait_until, Topology, Transport};
 
 const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
-const DEADLINE: Duration = Duration::from_secs(20);
 
 fn ours(listing: &str) -> usize {
     listing
@@ -31,8 +26,6 @@ fn node_rules(topo: &Topology) -> Result<(usize, usize, bool)> {
 }
 
 fn dual_stack(backend: &str, expect_running: (usize, usize, bool)) -> Result<()> {
-    let topo = Topology::build()?;
-    let mut files = AgentFiles::addon(&topo)?;
     // The addon's template, binding the IPv6 local IP too.
     let base = addon_corefile_iptables_mode()?.replace(
         &format!("bind {} {}", addrs::LINK_LOCAL, addrs::KUBE_DNS_SVC),
@@ -43,23 +36,21 @@ fn dual_stack(backend: &str, expect_running: (usize, usize, bool)) -> Result<()>
             addrs::LOCAL6
         ),
     );
-    files.base = topo.write_base_corefile(&base)?;
-    let mut args = files.args(&topo.coredns);
+    let node = Node::builder(NODE_CACHE).base_corefile(base).build()?;
+    let topo = &node.topo;
     let local_ips = format!(
         "{},{},{}",
         addrs::LINK_LOCAL,
         addrs::KUBE_DNS_SVC,
         addrs::LOCAL6
     );
-    for arg in args.iter_mut() {
-        if arg.starts_with(addrs::LINK_LOCAL) {
-            *arg = local_ips.clone();
-        }
-    }
-    args.push(format!("-firewall-backend={backend}"));
-    let mut agent = start_node_cache(&topo, NODE_CACHE.as_ref(), &args)?;
+    let mut agent = node
+        .agent()
+        .local_ips(&local_ips)
+        .flags(&[&format!("-firewall-backend={backend}")])
+        .spawn()?;
     wait_until("rules of both families", DEADLINE, || {
-        Ok(agent.try_status()?.is_some() || node_rules(&topo)? == expect_running)
+        Ok(agent.try_status()?.is_some() || node_rules(topo)? == expect_running)
     })?;
     assert!(agent.try_status()?.is_none(), "{}", agent.log());
     assert_eq!(
@@ -72,7 +63,7 @@ fn dual_stack(backend: &str, expect_running: (usize, usize, bool)) -> Result<()>
     );
     for server in [addrs::LOCAL6, addrs::LINK_LOCAL] {
         for transport in [Transport::Udp, Transport::Tcp] {
-            let answer = pod_query(&topo, server, names::CLUSTER, "A", transport)?;
+            let answer = node.query(server, names::CLUSTER, "A", transport)?;
             assert_eq!(
                 answer,
                 [names::CLUSTER_IP],
@@ -81,14 +72,9 @@ fn dual_stack(backend: &str, expect_running: (usize, usize, bool)) -> Result<()>
             );
         }
     }
-    agent.signal(Signal::SIGTERM)?;
-    assert!(agent.wait_exit(DEADLINE)?.success(), "{}", agent.log());
-    assert_eq!(node_rules(&topo)?, (0, 0, false), "rules left behind");
-    assert_eq!(
-        topo.node_link_addresses(INTERFACE)?,
-        None,
-        "interface left behind"
-    );
+    // SIGTERM, exit 0, and no rules of either family, no nftables table, no interface.
+    agent.finish()?;
+    assert_eq!(node_rules(topo)?, (0, 0, false), "rules left behind");
     Ok(())
 }
 

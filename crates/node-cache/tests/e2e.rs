@@ -1,46 +1,23 @@
 //! node-cache end to end: the real binary in a node namespace of a throwaway topology, a real
 //! CoreDNS child, real netlink and iptables; queries from a pod namespace with dig.
 
-use std::time::Duration;
-
 use anyhow::Result;
 use nix::sys::signal::Signal;
-use testbed::agent::{
-    coredns_host_pid, node_http_get, pod_query, start_node_cache, wait_rules, AgentFiles, INTERFACE,
-};
+use node_cache::metrics::{ErrorType, RestartReason};
+use testbed::agent::INTERFACE;
+use testbed::fixture::{series, AgentRun, Node, DEADLINE};
 use testbed::topology::names;
-use testbed::{addrs, wait_until, Topology, Transport};
+use testbed::{addrs, process, wait_until, Transport};
 
 const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
 const GOLDEN_RULES: &str =
     include_str!("../../netsetup/tests/golden/rules-169.254.20.10_10.96.0.10.iptables-save");
-const DEADLINE: Duration = Duration::from_secs(20);
-
-fn assert_node_clean(topo: &Topology) -> Result<()> {
-    assert_eq!(
-        topo.node_link_addresses(INTERFACE)?,
-        None,
-        "interface left behind"
-    );
-    let left = topo.node_cache_rule_lines()?;
-    assert!(left.is_empty(), "rules left behind: {left:#?}");
-    Ok(())
-}
-
-/// A topology with node-cache running on the addon's flags (plus `extra`), its rules in place.
-fn running_agent(extra: &[&str]) -> Result<(Topology, AgentFiles, testbed::Process)> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
-    let mut args = files.args(&topo.coredns);
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let mut agent = start_node_cache(&topo, NODE_CACHE.as_ref(), &args)?;
-    wait_rules(&topo, &mut agent, DEADLINE)?;
-    Ok((topo, files, agent))
-}
 
 #[test]
 fn serves_pod_dns_through_both_local_ips_and_tears_down() -> Result<()> {
-    let (topo, _files, mut agent) = running_agent(&[])?;
+    let node = Node::addon(NODE_CACHE)?;
+    let topo = &node.topo;
+    let mut agent = node.agent().start()?;
 
     // Exactly upstream's rules, byte for byte, so either agent removes the other's.
     assert_eq!(topo.rules_as_saved()?, GOLDEN_RULES);
@@ -52,7 +29,7 @@ fn serves_pod_dns_through_both_local_ips_and_tears_down() -> Result<()> {
     let dnat_before = topo.dnat_packets_from_pods(addrs::KUBE_DNS_SVC)?;
     for server in [addrs::LINK_LOCAL, addrs::KUBE_DNS_SVC] {
         for transport in [Transport::Udp, Transport::Tcp] {
-            let q = |name: &str, qtype: &str| pod_query(&topo, server, name, qtype, transport);
+            let q = |name: &str, qtype: &str| node.query(server, name, qtype, transport);
             let ctx = format!("@{server} {transport:?}\n{}", agent.log());
             assert_eq!(
                 q(names::CLUSTER, "A")?,
@@ -78,31 +55,20 @@ fn serves_pod_dns_through_both_local_ips_and_tears_down() -> Result<()> {
         dnat_before
     );
 
-    let metrics = node_http_get(&topo, "http://127.0.0.1:9353/metrics")?;
-    for label in [
-        "iptables",
-        "iptables_lock",
-        "interface_add",
-        "interface_check",
-        "configmap",
-    ] {
-        let line = format!("coredns_nodecache_setup_errors_total{{errortype=\"{label}\"}} 0");
-        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    let metrics = agent.metrics()?;
+    for t in ErrorType::ALL {
+        let series = series::setup_errors(t.label());
+        assert_eq!(
+            series::sample(&metrics, &series),
+            Some(0.0),
+            "{series} in\n{metrics}"
+        );
     }
 
-    agent.signal(Signal::SIGTERM)?;
-    let status = agent.wait_exit(DEADLINE)?;
-    assert!(status.success(), "exit {status}:\n{}", agent.log());
-    assert_node_clean(&topo)?;
+    agent.finish()?;
     // With node-cache gone, the pod's queries to the kube-dns IP reach kube-dns again.
     assert_eq!(
-        pod_query(
-            &topo,
-            addrs::KUBE_DNS_SVC,
-            names::CLUSTER,
-            "A",
-            Transport::Udp
-        )?,
+        node.query(addrs::KUBE_DNS_SVC, names::CLUSTER, "A", Transport::Udp)?,
         [names::CLUSTER_IP]
     );
     assert!(topo.dnat_packets_from_pods(addrs::KUBE_DNS_SVC)? > dnat_before);
@@ -111,12 +77,13 @@ fn serves_pod_dns_through_both_local_ips_and_tears_down() -> Result<()> {
 
 #[test]
 fn skipteardown_leaves_interface_and_rules() -> Result<()> {
-    let (topo, _files, mut agent) = running_agent(&["-skipteardown"])?;
+    let node = Node::addon(NODE_CACHE)?;
+    let mut agent = node.agent().flags(&["-skipteardown"]).start()?;
     agent.signal(Signal::SIGINT)?;
-    assert!(agent.wait_exit(DEADLINE)?.success(), "{}", agent.log());
-    assert_eq!(topo.node_cache_rule_lines()?.len(), 24);
+    assert!(agent.wait_exit()?.success(), "{}", agent.log());
+    assert_eq!(node.rule_count()?, 24);
     assert_eq!(
-        topo.node_link_addresses(INTERFACE)?,
+        node.topo.node_link_addresses(INTERFACE)?,
         Some(vec![addrs::LINK_LOCAL.into(), addrs::KUBE_DNS_SVC.into()])
     );
     Ok(())
@@ -124,69 +91,48 @@ fn skipteardown_leaves_interface_and_rules() -> Result<()> {
 
 #[test]
 fn restart_after_sigkill_adopts_leftovers_without_duplicates() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
-    let args = files.args(&topo.coredns);
-    let mut first = start_node_cache(&topo, NODE_CACHE.as_ref(), &args)?;
-    wait_rules(&topo, &mut first, DEADLINE)?;
+    let node = Node::addon(NODE_CACHE)?;
+    let mut first = node.agent().spawn()?;
+    first.wait_rules()?;
     first.signal(Signal::SIGKILL)?;
-    first.wait_exit(DEADLINE)?;
+    first.wait_exit()?;
     // Its CoreDNS dies with it (parent-death signal), freeing nothing we need but proving no
     // unsupervised server is left on the node.
     wait_until("the orphaned CoreDNS to die", DEADLINE, || {
-        Ok(pod_query(
-            &topo,
-            addrs::LINK_LOCAL,
-            names::CLUSTER,
-            "A",
-            Transport::Udp,
-        )
-        .is_err())
+        Ok(node
+            .query(addrs::LINK_LOCAL, names::CLUSTER, "A", Transport::Udp)
+            .is_err())
     })?;
-    assert_eq!(
-        topo.node_cache_rule_lines()?.len(),
-        24,
-        "SIGKILL leaves rules behind"
-    );
+    assert_eq!(node.rule_count()?, 24, "SIGKILL leaves rules behind");
 
-    let mut second = start_node_cache(&topo, NODE_CACHE.as_ref(), &args)?;
+    let mut second = node.agent().spawn()?;
     wait_until("the restarted agent to answer", DEADLINE, || {
-        Ok(pod_query(
-            &topo,
-            addrs::LINK_LOCAL,
-            names::CLUSTER,
-            "A",
-            Transport::Udp,
-        )? == [names::CLUSTER_IP])
+        Ok(
+            node.query(addrs::LINK_LOCAL, names::CLUSTER, "A", Transport::Udp)?
+                == [names::CLUSTER_IP],
+        )
     })?;
     assert_eq!(
-        topo.rules_as_saved()?,
+        node.topo.rules_as_saved()?,
         GOLDEN_RULES,
         "one copy of each rule"
     );
-    second.signal(Signal::SIGTERM)?;
-    assert!(second.wait_exit(DEADLINE)?.success(), "{}", second.log());
-    assert_node_clean(&topo)
+    second.finish()
 }
 
 #[test]
 fn coredns_killed_is_restarted_and_the_rules_stay() -> Result<()> {
-    let (topo, files, mut agent) = running_agent(&[])?;
+    let node = Node::addon(NODE_CACHE)?;
+    let mut agent = node.agent().start()?;
     let mut coredns_pid = 0;
     wait_until("CoreDNS's pidfile", DEADLINE, || {
-        coredns_pid = coredns_host_pid(&agent, &files.pidfile)? as i32;
+        coredns_pid = agent.coredns_pid()?;
         Ok(true)
     })?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(coredns_pid), Signal::SIGKILL)?;
+    process::send(coredns_pid, Signal::SIGKILL)?;
     let took = wait_until("a restarted CoreDNS to answer", DEADLINE, || {
-        let answer = pod_query(
-            &topo,
-            addrs::LINK_LOCAL,
-            names::CLUSTER,
-            "A",
-            Transport::Udp,
-        );
-        let new_pid = coredns_host_pid(&agent, &files.pidfile)? as i32;
+        let answer = node.query(addrs::LINK_LOCAL, names::CLUSTER, "A", Transport::Udp);
+        let new_pid = agent.coredns_pid()?;
         Ok(new_pid != coredns_pid && answer.is_ok_and(|a| a == [names::CLUSTER_IP]))
     })?;
     eprintln!(
@@ -198,21 +144,16 @@ fn coredns_killed_is_restarted_and_the_rules_stay() -> Result<()> {
         "the agent must keep running:\n{}",
         agent.log()
     );
-    assert_eq!(topo.rules_as_saved()?, GOLDEN_RULES);
-    let metrics = node_http_get(&topo, "http://127.0.0.1:9353/metrics")?;
-    assert!(
-        metrics.contains("coredns_nodecache_coredns_restarts_total{reason=\"exited\"} 1"),
-        "{metrics}"
-    );
-    agent.signal(Signal::SIGTERM)?;
-    assert!(agent.wait_exit(DEADLINE)?.success(), "{}", agent.log());
-    assert_node_clean(&topo)
+    assert_eq!(node.topo.rules_as_saved()?, GOLDEN_RULES);
+    let restarts = series::restarts(RestartReason::Exited.label());
+    assert_eq!(agent.metric(&restarts)?, 1.0, "{restarts}");
+    agent.finish()
 }
 
 /// The readiness probe as the kubelet runs it: `node-cache -readyfile F -checkready` inside the
 /// pod (its PID and mount namespaces). Ready once the rules are in place; not ready once a
 /// SIGTERM arrives; a file left behind names a process that is gone.
-fn check_ready(agent: &testbed::Process, file: &std::path::Path) -> Result<bool> {
+fn check_ready(agent: &AgentRun, file: &std::path::Path) -> Result<bool> {
     let status = std::process::Command::new("nsenter")
         .args([
             "--target",
@@ -232,30 +173,17 @@ fn check_ready(agent: &testbed::Process, file: &std::path::Path) -> Result<bool>
 
 #[test]
 fn ready_only_while_serving_with_rules() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
-    let ready = topo.path("ready");
+    let node = Node::addon(NODE_CACHE)?;
+    let ready = node.topo.path("ready");
     // A file left by an earlier container of the pod must not count.
     std::fs::write(&ready, "1 1\n")?;
-    let mut args = files.args(&topo.coredns);
-    args.extend(["-readyfile".to_string(), ready.display().to_string()]);
-    let mut agent = start_node_cache(&topo, NODE_CACHE.as_ref(), &args)?;
+    let ready_flag = ready.display().to_string();
+    let mut agent = node.agent().flags(&["-readyfile", &ready_flag]).spawn()?;
     wait_until("the ready file", DEADLINE, || check_ready(&agent, &ready))?;
-    assert_eq!(
-        topo.node_cache_rule_lines()?.len(),
-        24,
-        "ready means the rules are in place"
-    );
-    let answer = pod_query(
-        &topo,
-        addrs::LINK_LOCAL,
-        names::CLUSTER,
-        "A",
-        Transport::Udp,
-    )?;
+    assert_eq!(node.rule_count()?, 24, "ready means the rules are in place");
+    let answer = node.query(addrs::LINK_LOCAL, names::CLUSTER, "A", Transport::Udp)?;
     assert_eq!(answer, [names::CLUSTER_IP]);
-    agent.signal(Signal::SIGTERM)?;
-    assert!(agent.wait_exit(DEADLINE)?.success(), "{}", agent.log());
+    agent.finish()?;
     assert!(!ready.exists(), "not ready once stopping");
     Ok(())
 }

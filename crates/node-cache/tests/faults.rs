@@ -7,158 +7,32 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use testbed::agent::{pod_query, wait_rules, AgentFiles, INTERFACE};
+use nix::sys::signal::Signal;
+use node_cache::metrics::{ErrorType, ReloadResult, RestartReason};
+use testbed::agent::{addon_stub_domains, INTERFACE};
+use testbed::dns_message::encode_query;
 use testbed::faults::{self, XtablesLock};
-use testbed::load::{encode_query, udp_socket_in};
+use testbed::fixture::{series, AgentRun, Node, DEADLINE};
+use testbed::process::{self, alive};
+use testbed::querier::udp_socket_in;
 use testbed::topology::{names, write_configmap_volume};
-use testbed::{addrs, wait_until, Process, Querier, Topology, Transport};
+use testbed::{addrs, wait_until, Transport};
 
 const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
-const DEADLINE: Duration = Duration::from_secs(20);
-const METRICS: &str = "http://127.0.0.1:9353/metrics";
-const CONFIGMAP_ERRORS: &str = r#"coredns_nodecache_setup_errors_total{errortype="configmap"}"#;
-const IPTABLES_ERRORS: &str = r#"coredns_nodecache_setup_errors_total{errortype="iptables"}"#;
-const LOCK_ERRORS: &str = r#"coredns_nodecache_setup_errors_total{errortype="iptables_lock"}"#;
-const RESTARTS_EXITED: &str = r#"coredns_nodecache_coredns_restarts_total{reason="exited"}"#;
-const RELOADS_OK: &str = r#"coredns_nodecache_reloads_total{result="ok"}"#;
-const RELOADS_FAILED: &str = r#"coredns_nodecache_reloads_total{result="failed"}"#;
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn stub_json() -> String {
-    format!(
-        r#"{{"{}": ["{}"]}}"#,
-        names::STUB_DOMAIN,
-        addrs::STUB_SERVER
-    )
-}
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// Whether a pod's UDP query for `name` at `server` gets exactly `answer`.
-fn answers(topo: &Topology, server: &str, name: &str, answer: &str) -> bool {
-    pod_query(topo, server, name, "A", Transport::Udp).is_ok_and(|a| a == [answer])
+fn cluster_answered(node: &Node, server: &str) -> bool {
+    node.answers(server, names::CLUSTER, names::CLUSTER_IP)
 }
 
-fn cluster_answered(topo: &Topology, server: &str) -> bool {
-    answers(topo, server, names::CLUSTER, names::CLUSTER_IP)
-}
-
-fn stub_answered(topo: &Topology, server: &str) -> bool {
-    answers(topo, server, names::STUB, names::STUB_IP)
-}
-
-fn metric(topo: &Topology, series: &str) -> Result<f64> {
-    faults::scrape(topo, METRICS, series)?.with_context(|| format!("no {series} in the metrics"))
-}
-
-fn wait_metric(
-    topo: &Topology,
-    agent: &Process,
-    series: &str,
-    deadline: Duration,
-    wanted: impl Fn(f64) -> bool,
-    expect: &str,
-) -> Result<f64> {
-    let mut last = None;
-    wait_until(&format!("{series} {expect}"), deadline, || {
-        last = faults::scrape(topo, METRICS, series)?;
-        Ok(last.is_some_and(&wanted))
-    })
-    .with_context(|| {
-        format!(
-            "expected {series} {expect}; last value {last:?}\nagent log:\n{}",
-            tail(&agent.log())
-        )
-    })?;
-    Ok(last.expect("set when the wait succeeded"))
-}
-
-fn assert_running(agent: &mut Process, after: &str) -> Result<()> {
-    if let Some(status) = agent.try_status()? {
-        anyhow::bail!(
-            "expected node-cache to keep running after {after}, it exited ({status}):\n{}",
-            tail(&agent.log())
-        );
-    }
-    Ok(())
-}
-
-/// No interface and none of node-cache's rules (nf_tables and legacy) in the node namespace.
-fn assert_node_clean(topo: &Topology, when: &str) -> Result<()> {
-    assert_eq!(
-        topo.node_link_addresses(INTERFACE)?,
-        None,
-        "expected no {INTERFACE} interface {when}"
-    );
-    let left = topo.node_cache_rule_lines()?;
-    assert!(left.is_empty(), "expected no rules {when}, found {left:#?}");
-    let legacy = faults::legacy_rule_lines(&topo.node)?;
-    assert!(
-        legacy.is_empty(),
-        "expected no legacy rules {when}, found {legacy:#?}"
-    );
-    Ok(())
-}
-
-/// SIGTERM → exit 0 → nothing left on the node.
-fn finish(topo: &Topology, mut agent: Process) -> Result<()> {
-    assert_running(&mut agent, "the test")?;
-    agent.signal(Signal::SIGTERM)?;
-    let status = agent.wait_exit(DEADLINE)?;
-    ensure!(
-        status.success(),
-        "expected exit 0 on SIGTERM, got {status}:\n{}",
-        tail(&agent.log())
-    );
-    assert_node_clean(topo, "after SIGTERM")
-}
-
-/// The addon's files and flags plus `extra`; node-cache started with them, rules in place.
-fn start_agent(topo: &Topology, files: &AgentFiles, extra: &[&str]) -> Result<Process> {
-    let mut args = files.args(&topo.coredns);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let mut agent = spawn_agent(topo, &args)?;
-    wait_rules(topo, &mut agent, DEADLINE)?;
-    wait_until("node-cache to answer", DEADLINE, || {
-        Ok(cluster_answered(topo, addrs::LINK_LOCAL))
-    })?;
-    Ok(agent)
-}
-
-/// node-cache with the addon's environment, its log outside the watched directories.
-fn spawn_agent(topo: &Topology, args: &[String]) -> Result<Process> {
-    faults::start_with_env(topo, "node-cache", NODE_CACHE.as_ref(), args, &[])
-}
-
-/// Runs node-cache with `args` until it exits (it must, within DEADLINE).
-fn run_to_exit(topo: &Topology, name: &str, args: &[String]) -> Result<(ExitStatus, String)> {
-    let mut agent = faults::start_with_env(topo, name, NODE_CACHE.as_ref(), args, &[])?;
-    let status = agent.wait_exit(DEADLINE)?;
-    Ok((status, agent.log()))
-}
-
-/// CoreDNS's host pid, from the pidfile the agent wrote in its PID namespace.
-fn coredns_pid(agent: &Process, pidfile: &Path) -> Result<i32> {
-    Ok(testbed::agent::coredns_host_pid(agent, pidfile)? as i32)
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-        !state.starts_with('Z')
-    })
+fn stub_answered(node: &Node, server: &str) -> bool {
+    node.answers(server, names::STUB, names::STUB_IP)
 }
 
 // ─── 1. bad flags ────────────────────────────────────────────────────────────────────────
@@ -168,8 +42,8 @@ fn alive(pid: i32) -> bool {
 /// error naming the flag (then the usage), nothing created.
 #[test]
 fn bad_flags_exit_2_name_the_flag_and_create_nothing() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
+    let node = Node::addon(NODE_CACHE)?;
+    let (topo, files) = (&node.topo, &node.files);
     let cases: [(&[&str], &str); 12] = [
         (&["-interfacename", "abcdefghijklmnopq"], "-interfacename"),
         (&["-syncinterval", "soon"], "-syncinterval"),
@@ -211,15 +85,15 @@ fn bad_flags_exit_2_name_the_flag_and_create_nothing() -> Result<()> {
             second.starts_with("Usage of"),
             "{bad:?}: expected a one-line error, then the usage; second line {second:?}"
         );
-        assert_node_clean(&topo, &format!("after {bad:?}"))?;
+        node.check_clean(&format!("after {bad:?}"))?;
         for (what, path) in [("Corefile", &files.conf), ("pidfile", &files.pidfile)] {
             assert!(!path.exists(), "{bad:?}: expected no {what} written");
         }
     }
     // The same flags without the bad one do set up the node: the cases above were refused
     // for the bad flag alone.
-    let agent = start_agent(&topo, &files, &[])?;
-    finish(&topo, agent)
+    let mut agent = node.agent().start()?;
+    agent.finish()
 }
 
 // ─── 2. bad kube-dns ConfigMaps ──────────────────────────────────────────────────────────
@@ -230,15 +104,15 @@ fn bad_flags_exit_2_name_the_flag_and_create_nothing() -> Result<()> {
 /// pod's stub-domain query is still answered. A good ConfigMap afterwards is applied.
 #[test]
 fn bad_configmaps_are_counted_and_the_last_good_corefile_serves() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
-    let mut agent = start_agent(&topo, &files, &[])?;
+    let node = Node::addon(NODE_CACHE)?;
+    let files = &node.files;
+    let mut agent = node.agent().start()?;
     let good = read(&files.conf);
     ensure!(
         good.contains("corp.internal:53"),
         "expected the stub block rendered:\n{good}"
     );
-    let stub = stub_json();
+    let stub = addon_stub_domains();
     let cases: [(&str, &str, &str); 12] = [
         ("not json at all", "[]", "stubDomains: invalid JSON"),
         (
@@ -289,8 +163,9 @@ fn bad_configmaps_are_counted_and_the_last_good_corefile_serves() -> Result<()> 
             "upstreamNameservers: invalid JSON",
         ),
     ];
-    let reloads_before = metric(&topo, RELOADS_OK)? + metric(&topo, RELOADS_FAILED)?;
-    let mut counted = metric(&topo, CONFIGMAP_ERRORS)?;
+    let reloads_before = agent.metric(&series::reloads(ReloadResult::Ok.label()))?
+        + agent.metric(&series::reloads(ReloadResult::Failed.label()))?;
+    let mut counted = agent.metric(&series::setup_errors(ErrorType::Configmap.label()))?;
     ensure!(counted == 0.0, "expected no configmap error at start");
     for (stub_domains, upstreams, logged) in cases {
         let case = format!("stubDomains {stub_domains} upstreamNameservers {upstreams}");
@@ -303,10 +178,8 @@ fn bad_configmaps_are_counted_and_the_last_good_corefile_serves() -> Result<()> 
             ],
         )?;
         let before = counted;
-        counted = wait_metric(
-            &topo,
-            &agent,
-            CONFIGMAP_ERRORS,
+        counted = agent.wait_metric(
+            &series::setup_errors(ErrorType::Configmap.label()),
             Duration::from_secs(5),
             |v| v > before,
             &format!("counted for {case}"),
@@ -319,7 +192,7 @@ fn bad_configmaps_are_counted_and_the_last_good_corefile_serves() -> Result<()> 
         .with_context(|| {
             format!(
                 "expected an error line with {logged:?}\n{}",
-                tail(&agent.log())
+                agent.log_tail()
             )
         })?;
         assert_eq!(
@@ -328,14 +201,15 @@ fn bad_configmaps_are_counted_and_the_last_good_corefile_serves() -> Result<()> 
             "{case}: expected the last good Corefile kept"
         );
         assert!(
-            stub_answered(&topo, addrs::LINK_LOCAL) && cluster_answered(&topo, addrs::KUBE_DNS_SVC),
+            stub_answered(&node, addrs::LINK_LOCAL) && cluster_answered(&node, addrs::KUBE_DNS_SVC),
             "{case}: expected the pod still answered (stub domain at the link-local IP, cluster \
              name at the kube-dns IP)"
         );
-        assert_running(&mut agent, &case)?;
+        agent.assert_running(&case)?;
     }
     assert_eq!(
-        metric(&topo, RELOADS_OK)? + metric(&topo, RELOADS_FAILED)?,
+        agent.metric(&series::reloads(ReloadResult::Ok.label()))?
+            + agent.metric(&series::reloads(ReloadResult::Failed.label()))?,
         reloads_before,
         "expected no reload for any bad ConfigMap"
     );
@@ -347,17 +221,15 @@ fn bad_configmaps_are_counted_and_the_last_good_corefile_serves() -> Result<()> 
             r#"{"corp.internal": ["10.244.2.3"], "extra.test": ["10.244.2.3"]}"#,
         )],
     )?;
-    wait_metric(
-        &topo,
-        &agent,
-        RELOADS_OK,
+    agent.wait_metric(
+        &series::reloads(ReloadResult::Ok.label()),
         Duration::from_secs(5),
         |v| v > reloads_before,
         "up after a good ConfigMap",
     )?;
     assert!(read(&files.conf).contains("extra.test:53"));
-    assert!(stub_answered(&topo, addrs::LINK_LOCAL));
-    finish(&topo, agent)
+    assert!(stub_answered(&node, addrs::LINK_LOCAL));
+    agent.finish()
 }
 
 /// Error lines of a rejected ConfigMap carrying `message`.
@@ -376,15 +248,17 @@ fn error_lines(log: &str, message: &str) -> usize {
 /// serving, each failed read is counted under `configmap` (as upstream counts it) and logged.
 #[test]
 fn basecorefile_missing_is_fatal_at_start_and_survived_later() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
+    let node = Node::addon(NODE_CACHE)?;
+    let (topo, files) = (&node.topo, &node.files);
     let missing = topo.path("absent/Corefile.base");
     let a_directory = topo.path("a-directory");
     std::fs::create_dir_all(&a_directory)?;
     for base in [&missing, &a_directory] {
-        let mut args = files.args(&topo.coredns);
-        args.extend(["-basecorefile".into(), base.display().to_string()]);
-        let (status, log) = run_to_exit(&topo, "start-without-base", &args)?;
+        let (status, log) = node
+            .agent()
+            .name("start-without-base")
+            .flags(&["-basecorefile", &base.display().to_string()])
+            .run_to_exit()?;
         assert_eq!(
             status.code(),
             Some(1),
@@ -399,12 +273,11 @@ fn basecorefile_missing_is_fatal_at_start_and_survived_later() -> Result<()> {
             "expected one error line naming -basecorefile {}:\n{log}",
             base.display()
         );
-        assert_node_clean(&topo, &format!("after a start with {}", base.display()))?;
+        node.check_clean(&format!("after a start with {}", base.display()))?;
         assert!(!files.conf.exists(), "expected no Corefile written");
-        std::fs::remove_file(topo.path("logs/start-without-base.log"))?;
     }
 
-    let mut agent = start_agent(&topo, &files, &[])?;
+    let mut agent = node.agent().start()?;
     let good = read(&files.conf);
     let original = read(&files.base);
     let mut counted = 0.0;
@@ -416,10 +289,8 @@ fn basecorefile_missing_is_fatal_at_start_and_survived_later() -> Result<()> {
             std::fs::create_dir(&files.base)?;
         }
         let before = counted;
-        counted = wait_metric(
-            &topo,
-            &agent,
-            CONFIGMAP_ERRORS,
+        counted = agent.wait_metric(
+            &series::setup_errors(ErrorType::Configmap.label()),
             Duration::from_secs(5),
             |v| v > before,
             &format!("counted with the base Corefile {what}"),
@@ -430,7 +301,7 @@ fn basecorefile_missing_is_fatal_at_start_and_survived_later() -> Result<()> {
                 && l.contains("reading -basecorefile")
                 && l.contains("keeping the last good Corefile")),
             "expected an error line for the {what} base Corefile:\n{}",
-            tail(&log)
+            testbed::fixture::tail(&log)
         );
         assert_eq!(
             read(&files.conf),
@@ -438,15 +309,15 @@ fn basecorefile_missing_is_fatal_at_start_and_survived_later() -> Result<()> {
             "expected the last good Corefile kept"
         );
         assert!(
-            cluster_answered(&topo, addrs::LINK_LOCAL) && stub_answered(&topo, addrs::KUBE_DNS_SVC),
+            cluster_answered(&node, addrs::LINK_LOCAL) && stub_answered(&node, addrs::KUBE_DNS_SVC),
             "expected the pod answered with the base Corefile {what}"
         );
-        assert_running(&mut agent, &format!("the base Corefile was {what}"))?;
+        agent.assert_running(&format!("the base Corefile was {what}"))?;
     }
     std::fs::remove_dir(&files.base)?;
     std::fs::write(&files.base, &original)?;
     assert_eq!(topo.node_cache_rule_lines()?.len(), 24);
-    finish(&topo, agent)
+    agent.finish()
 }
 
 // ─── 4 and 10b. the xtables lock held; SIGTERM during teardown ───────────────────────────
@@ -459,33 +330,25 @@ fn basecorefile_missing_is_fatal_at_start_and_survived_later() -> Result<()> {
 /// free the agent removes everything and exits 0.
 #[test]
 fn xtables_lock_held_is_counted_then_rules_go_in_and_teardown_ignores_more_signals() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
+    let node = Node::addon(NODE_CACHE)?;
+    let (topo, files) = (&node.topo, &node.files);
     let path = faults::legacy_iptables_path(&topo.path("legacy-bin"))?;
     let lock = XtablesLock::new(topo.path("xtables.lock"));
     let held = lock.hold()?;
     let held_at = Instant::now();
-    let mut args = files.args(&topo.coredns);
-    args.extend(["-syncinterval".into(), "1s".into()]);
-    let mut agent = faults::start_with_env(
-        &topo,
-        "node-cache",
-        NODE_CACHE.as_ref(),
-        &args,
-        &[
-            ("PATH", path),
-            ("XTABLES_LOCKFILE", lock.path().display().to_string()),
-        ],
-    )?;
+    let mut agent = node
+        .agent()
+        .flags(&["-syncinterval", "1s"])
+        .env("PATH", path)
+        .env("XTABLES_LOCKFILE", lock.path().display().to_string())
+        .spawn()?;
     // CoreDNS answers through the interface without the rules, at both IPs (the kube-dns IP
     // through kube-proxy's DNAT while our rules are missing).
     wait_until("CoreDNS to answer at the link-local IP", DEADLINE, || {
-        Ok(cluster_answered(&topo, addrs::LINK_LOCAL))
+        Ok(cluster_answered(&node, addrs::LINK_LOCAL))
     })?;
-    wait_metric(
-        &topo,
-        &agent,
-        LOCK_ERRORS,
+    agent.wait_metric(
+        &series::setup_errors(ErrorType::IptablesLock.label()),
         Duration::from_secs(9),
         |v| v >= 1.0,
         "≥ 1 while the xtables lock is held",
@@ -496,16 +359,16 @@ fn xtables_lock_held_is_counted_then_rules_go_in_and_teardown_ignores_more_signa
         "no rules while the lock is held"
     );
     assert!(
-        cluster_answered(&topo, addrs::LINK_LOCAL) && cluster_answered(&topo, addrs::KUBE_DNS_SVC),
+        cluster_answered(&node, addrs::LINK_LOCAL) && cluster_answered(&node, addrs::KUBE_DNS_SVC),
         "expected the pod answered at both IPs while the lock is held"
     );
-    assert_running(&mut agent, "a held xtables lock")?;
+    agent.assert_running("a held xtables lock")?;
     let log = agent.log();
     assert!(
         log.lines()
             .any(|l| l.contains("ERROR") && l.contains("xtables lock still held")),
         "expected an error line about the lock:\n{}",
-        tail(&log)
+        testbed::fixture::tail(&log)
     );
     // The metrics endpoint answered above; the event loop answers too: a kube-dns ConfigMap
     // change is applied while the lock is held.
@@ -515,7 +378,7 @@ fn xtables_lock_held_is_counted_then_rules_go_in_and_teardown_ignores_more_signa
         Duration::from_secs(10),
         || Ok(!read(&files.conf).contains("corp.internal:53")),
     )
-    .with_context(|| format!("agent log:\n{}", tail(&agent.log())))?;
+    .with_context(|| format!("agent log:\n{}", agent.log_tail()))?;
 
     let remaining = Duration::from_secs(10).saturating_sub(held_at.elapsed());
     wait_until(
@@ -523,19 +386,20 @@ fn xtables_lock_held_is_counted_then_rules_go_in_and_teardown_ignores_more_signa
         remaining + Duration::from_secs(1),
         || Ok(held_at.elapsed() >= Duration::from_secs(10)),
     )?;
-    let counted_while_held = metric(&topo, LOCK_ERRORS)?;
+    let counted_while_held =
+        agent.metric(&series::setup_errors(ErrorType::IptablesLock.label()))?;
     drop(held);
     let released = Instant::now();
     wait_until("the 24 rules after the lock's release", DEADLINE, || {
         Ok(faults::legacy_rule_lines(&topo.node)?.len() == 24)
     })
-    .with_context(|| format!("agent log:\n{}", tail(&agent.log())))?;
+    .with_context(|| format!("agent log:\n{}", agent.log_tail()))?;
     eprintln!(
         "figure: xtables lock released → 24 rules = {} ms (iptables_lock counted {counted_while_held})",
         released.elapsed().as_millis()
     );
     let dnat = topo.dnat_packets_from_pods(addrs::KUBE_DNS_SVC)?;
-    assert!(cluster_answered(&topo, addrs::KUBE_DNS_SVC));
+    assert!(cluster_answered(&node, addrs::KUBE_DNS_SVC));
     assert_eq!(
         topo.dnat_packets_from_pods(addrs::KUBE_DNS_SVC)?,
         dnat,
@@ -550,10 +414,10 @@ fn xtables_lock_held_is_counted_then_rules_go_in_and_teardown_ignores_more_signa
         Duration::from_secs(10),
         || {
             Ok(agent.log().contains("SIGTERM received; shutting down")
-                && !faults::children_of(agent.pid()).is_empty())
+                && !process::children_of(agent.pid()).is_empty())
         },
     )
-    .with_context(|| format!("agent log:\n{}", tail(&agent.log())))?;
+    .with_context(|| format!("agent log:\n{}", agent.log_tail()))?;
     agent.signal(Signal::SIGTERM)?;
     agent.signal(Signal::SIGINT)?;
     // Still waiting for the lock, not killed by either signal.
@@ -571,19 +435,19 @@ fn xtables_lock_held_is_counted_then_rules_go_in_and_teardown_ignores_more_signa
             Ok(pending("ShdPnd:") && pending("SigPnd:"))
         },
     )?;
-    assert_running(&mut agent, "a second SIGTERM and a SIGINT during teardown")?;
+    agent.assert_running("a second SIGTERM and a SIGINT during teardown")?;
     ensure!(
         faults::legacy_rule_lines(&topo.node)?.len() == 24,
         "expected teardown still waiting for the lock"
     );
     drop(held);
-    let status = agent.wait_exit(DEADLINE)?;
+    let status = agent.wait_exit()?;
     assert!(
         status.success(),
         "expected exit 0 after teardown, got {status}:\n{}",
-        tail(&agent.log())
+        agent.log_tail()
     );
-    assert_node_clean(&topo, "after teardown under the lock")
+    node.check_clean("after teardown under the lock")
 }
 
 // ─── 5. no iptables binary ───────────────────────────────────────────────────────────────
@@ -595,28 +459,24 @@ fn xtables_lock_held_is_counted_then_rules_go_in_and_teardown_ignores_more_signa
 /// back, SIGTERM leaves nothing.
 #[test]
 fn iptables_missing_fails_at_start_and_is_counted_while_running() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
+    let node = Node::addon(NODE_CACHE)?;
+    let (topo, files) = (&node.topo, &node.files);
     let bin = topo.path("bin");
     std::fs::create_dir_all(&bin)?;
-    let path = [("PATH", bin.display().to_string())];
+    let path = bin.display().to_string();
 
-    let mut start = faults::start_with_env(
-        &topo,
-        "no-iptables",
-        NODE_CACHE.as_ref(),
-        &files.args(&topo.coredns),
-        &path,
-    )?;
-    let status = start.wait_exit(DEADLINE)?;
-    let log = start.log();
+    let (status, log) = node
+        .agent()
+        .name("no-iptables")
+        .env("PATH", &path)
+        .run_to_exit()?;
     assert_eq!(status.code(), Some(1), "exit 1 expected:\n{log}");
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
     assert!(
         errors.len() == 1 && errors[0].contains("iptables"),
         "expected one error line naming iptables:\n{log}"
     );
-    assert_node_clean(&topo, "after a start without iptables")?;
+    node.check_clean("after a start without iptables")?;
     assert!(!files.pidfile.exists(), "expected no CoreDNS started");
 
     // The machine's iptables through links in a PATH directory of the test's own.
@@ -628,17 +488,17 @@ fn iptables_missing_fails_at_start_and_is_counted_while_running() -> Result<()> 
         Ok(())
     };
     link_tools()?;
-    let mut args = files.args(&topo.coredns);
-    args.extend(["-syncinterval".into(), "1s".into()]);
-    let mut agent = faults::start_with_env(&topo, "node-cache", NODE_CACHE.as_ref(), &args, &path)?;
-    wait_rules(&topo, &mut agent, DEADLINE)?;
+    let mut agent = node
+        .agent()
+        .flags(&["-syncinterval", "1s"])
+        .env("PATH", path)
+        .spawn()?;
+    agent.wait_rules()?;
     for tool in tools {
         std::fs::remove_file(bin.join(tool))?;
     }
-    wait_metric(
-        &topo,
-        &agent,
-        IPTABLES_ERRORS,
+    agent.wait_metric(
+        &series::setup_errors(ErrorType::Iptables.label()),
         Duration::from_secs(5),
         |v| v >= 1.0,
         "≥ 1 once iptables is gone",
@@ -648,7 +508,7 @@ fn iptables_missing_fails_at_start_and_is_counted_while_running() -> Result<()> 
         log.lines()
             .any(|l| l.contains("ERROR") && l.contains("iptables") && l.contains("No such file")),
         "expected an error line saying iptables cannot be run:\n{}",
-        tail(&log)
+        testbed::fixture::tail(&log)
     );
     assert_eq!(
         topo.node_cache_rule_lines()?.len(),
@@ -656,12 +516,12 @@ fn iptables_missing_fails_at_start_and_is_counted_while_running() -> Result<()> 
         "rules in place stay"
     );
     assert!(
-        cluster_answered(&topo, addrs::LINK_LOCAL) && cluster_answered(&topo, addrs::KUBE_DNS_SVC),
+        cluster_answered(&node, addrs::LINK_LOCAL) && cluster_answered(&node, addrs::KUBE_DNS_SVC),
         "expected the pod answered at both IPs without iptables"
     );
-    assert_running(&mut agent, "iptables went missing")?;
+    agent.assert_running("iptables went missing")?;
     link_tools()?;
-    finish(&topo, agent)
+    agent.finish()
 }
 
 // ─── 6. health port or metrics port taken ────────────────────────────────────────────────
@@ -672,14 +532,12 @@ fn iptables_missing_fails_at_start_and_is_counted_while_running() -> Result<()> 
 /// the next restart serves and the rules go in.
 #[test]
 fn health_port_taken_keeps_rules_out_until_it_is_free() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
+    let node = Node::addon(NODE_CACHE)?;
+    let topo = &node.topo;
     let taker = faults::listen_tcp_in(&topo.node, SocketAddr::from(([0, 0, 0, 0], 8080)))?;
-    let mut agent = spawn_agent(&topo, &files.args(&topo.coredns))?;
-    wait_metric(
-        &topo,
-        &agent,
-        RESTARTS_EXITED,
+    let mut agent = node.agent().spawn()?;
+    agent.wait_metric(
+        &series::restarts(RestartReason::Exited.label()),
         Duration::from_secs(10),
         |v| v >= 2.0,
         "≥ 2 while the health port is taken",
@@ -689,7 +547,7 @@ fn health_port_taken_keeps_rules_out_until_it_is_free() -> Result<()> {
         log.lines()
             .any(|l| l.contains(":8080") && l.contains("address already in use")),
         "expected CoreDNS's bind error in the log:\n{}",
-        tail(&log)
+        testbed::fixture::tail(&log)
     );
     assert_eq!(
         topo.node_cache_rule_lines()?.len(),
@@ -701,31 +559,26 @@ fn health_port_taken_keeps_rules_out_until_it_is_free() -> Result<()> {
         "the interface is up for CoreDNS to bind"
     );
     let dnat = topo.dnat_packets_from_pods(addrs::KUBE_DNS_SVC)?;
-    assert!(cluster_answered(&topo, addrs::KUBE_DNS_SVC), "kube-dns IP");
+    assert!(cluster_answered(&node, addrs::KUBE_DNS_SVC), "kube-dns IP");
     assert!(
         topo.dnat_packets_from_pods(addrs::KUBE_DNS_SVC)? > dnat,
         "expected the kube-dns IP answered through kube-proxy's DNAT"
     );
     assert!(
-        pod_query(
-            &topo,
-            addrs::LINK_LOCAL,
-            names::CLUSTER,
-            "A",
-            Transport::Udp
-        )
-        .is_err(),
+        node.query(addrs::LINK_LOCAL, names::CLUSTER, "A", Transport::Udp)
+            .is_err(),
         "expected no answer at the link-local IP"
     );
-    assert_running(&mut agent, "CoreDNS could not start")?;
+    agent.assert_running("CoreDNS could not start")?;
 
     drop(taker);
-    wait_rules(&topo, &mut agent, DEADLINE)
-        .with_context(|| format!("agent log:\n{}", tail(&agent.log())))?;
+    agent
+        .wait_rules()
+        .with_context(|| format!("agent log:\n{}", agent.log_tail()))?;
     wait_until("the link-local IP to answer", DEADLINE, || {
-        Ok(cluster_answered(&topo, addrs::LINK_LOCAL))
+        Ok(cluster_answered(&node, addrs::LINK_LOCAL))
     })?;
-    finish(&topo, agent)
+    agent.finish()
 }
 
 /// `-metrics-listen-address`'s port taken on the node. Upstream logs "Failed to start metrics
@@ -734,22 +587,22 @@ fn health_port_taken_keeps_rules_out_until_it_is_free() -> Result<()> {
 /// SIGTERM leaves nothing.
 #[test]
 fn metrics_port_taken_is_logged_and_dns_still_served() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
+    let node = Node::addon(NODE_CACHE)?;
+    let topo = &node.topo;
     let _taker = faults::listen_tcp_in(&topo.node, SocketAddr::from(([0, 0, 0, 0], 9353)))?;
-    let mut agent = spawn_agent(&topo, &files.args(&topo.coredns))?;
-    wait_rules(&topo, &mut agent, DEADLINE)?;
+    let mut agent = node.agent().spawn()?;
+    agent.wait_rules()?;
     assert!(
-        cluster_answered(&topo, addrs::LINK_LOCAL) && cluster_answered(&topo, addrs::KUBE_DNS_SVC)
+        cluster_answered(&node, addrs::LINK_LOCAL) && cluster_answered(&node, addrs::KUBE_DNS_SVC)
     );
     let log = agent.log();
     assert!(
         log.lines()
             .any(|l| l.contains("ERROR") && l.contains("9353")),
         "expected an error line naming the metrics address:\n{}",
-        tail(&log)
+        testbed::fixture::tail(&log)
     );
-    finish(&topo, agent)
+    agent.finish()
 }
 
 // ─── 7. the Corefile's directory read-only or full ───────────────────────────────────────
@@ -769,15 +622,15 @@ fn temp_files(dir: &Path) -> Result<Vec<String>> {
 #[test]
 fn corefile_directory_read_only_or_full() -> Result<()> {
     faults::in_private_mounts(|| {
-        let topo = Topology::build()?;
-        let mut files = AgentFiles::addon(&topo)?;
-        let out = topo.path("out");
+        let mut node = Node::addon(NODE_CACHE)?;
+        let out = node.topo.path("out");
         // Declared after the topology: unmounted before its scratch directory goes.
         let _tmpfs = faults::mount_tmpfs(&out, 64)?;
-        files.conf = out.join("Corefile");
+        node.files.conf = out.join("Corefile");
+        let files = &node.files;
 
         faults::set_read_only(&out, true)?;
-        let (status, log) = run_to_exit(&topo, "start-read-only", &files.args(&topo.coredns))?;
+        let (status, log) = node.agent().name("start-read-only").run_to_exit()?;
         assert_eq!(status.code(), Some(1), "exit 1 expected:\n{log}");
         assert!(
             log.lines().any(|l| l.contains("ERROR")
@@ -785,19 +638,17 @@ fn corefile_directory_read_only_or_full() -> Result<()> {
                 && l.contains("Read-only file system")),
             "expected an error line naming the Corefile and why:\n{log}"
         );
-        assert_node_clean(&topo, "after a start with a read-only Corefile directory")?;
+        node.check_clean("after a start with a read-only Corefile directory")?;
         faults::set_read_only(&out, false)?;
 
-        let agent = start_agent(&topo, &files, &["-syncinterval", "1s"])?;
+        let mut agent = node.agent().flags(&["-syncinterval", "1s"]).start()?;
         let good = read(&files.conf);
-        let reloads = metric(&topo, RELOADS_OK)?;
+        let reloads = agent.metric(&series::reloads(ReloadResult::Ok.label()))?;
         faults::set_read_only(&out, true)?;
         // A change that would drop the stub domain.
         write_configmap_volume(&files.kube_dns, &[("stubDomains", "{}")])?;
-        let mut counted = wait_metric(
-            &topo,
-            &agent,
-            CONFIGMAP_ERRORS,
+        let mut counted = agent.wait_metric(
+            &series::setup_errors(ErrorType::Configmap.label()),
             Duration::from_secs(5),
             |v| v >= 1.0,
             "counted with the Corefile's directory read-only",
@@ -810,10 +661,8 @@ fn corefile_directory_read_only_or_full() -> Result<()> {
                 faults::set_read_only(&out, false)?;
                 fill(&out)?;
                 let before = counted;
-                counted = wait_metric(
-                    &topo,
-                    &agent,
-                    CONFIGMAP_ERRORS,
+                counted = agent.wait_metric(
+                    &series::setup_errors(ErrorType::Configmap.label()),
                     Duration::from_secs(5),
                     |v| v > before,
                     "counted with the Corefile's directory full",
@@ -826,7 +675,7 @@ fn corefile_directory_read_only_or_full() -> Result<()> {
                     && l.contains(why)
                     && l.contains("keeping the last good Corefile")),
                 "{what}: expected an error line with {why:?}:\n{}",
-                tail(&log)
+                testbed::fixture::tail(&log)
             );
             assert_eq!(read(&files.conf), good, "{what}: last good Corefile kept");
             assert_eq!(
@@ -835,12 +684,12 @@ fn corefile_directory_read_only_or_full() -> Result<()> {
                 "{what}: temp files"
             );
             assert!(
-                stub_answered(&topo, addrs::LINK_LOCAL),
+                stub_answered(&node, addrs::LINK_LOCAL),
                 "{what}: expected the last good config's stub domain answered"
             );
         }
         assert_eq!(
-            metric(&topo, RELOADS_OK)?,
+            agent.metric(&series::reloads(ReloadResult::Ok.label()))?,
             reloads,
             "no reload while unwritable"
         );
@@ -850,20 +699,18 @@ fn corefile_directory_read_only_or_full() -> Result<()> {
             Duration::from_secs(5),
             || Ok(!read(&files.conf).contains("corp.internal:53")),
         )
-        .with_context(|| format!("agent log:\n{}", tail(&agent.log())))?;
-        wait_metric(
-            &topo,
-            &agent,
-            RELOADS_OK,
+        .with_context(|| format!("agent log:\n{}", agent.log_tail()))?;
+        agent.wait_metric(
+            &series::reloads(ReloadResult::Ok.label()),
             Duration::from_secs(5),
             |v| v > reloads,
             "up once the change is written",
         )?;
         wait_until("the stub domain to be gone", Duration::from_secs(5), || {
-            Ok(!stub_answered(&topo, addrs::LINK_LOCAL))
+            Ok(!stub_answered(&node, addrs::LINK_LOCAL))
         })?;
         assert_eq!(temp_files(&out)?, Vec::<String>::new());
-        finish(&topo, agent)
+        agent.finish()
     })
 }
 
@@ -889,16 +736,16 @@ fn fill(dir: &Path) -> Result<()> {
 /// the last ConfigMap written: only it holds the stub domain.
 #[test]
 fn a_thousand_configmap_swaps_end_in_the_last_one() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
+    let node = Node::addon(NODE_CACHE)?;
+    let files = &node.files;
     write_configmap_volume(&files.kube_dns, &[("stubDomains", "{}")])?;
-    let mut agent = start_agent(&topo, &files, &[])?;
+    let mut agent = node.agent().start()?;
     ensure!(
-        !stub_answered(&topo, addrs::LINK_LOCAL),
+        !stub_answered(&node, addrs::LINK_LOCAL),
         "no stub domain at first"
     );
-    let coredns = coredns_pid(&agent, &files.pidfile)?;
-    let reloads_before = metric(&topo, RELOADS_OK)?;
+    let coredns = agent.coredns_pid()?;
+    let reloads_before = agent.metric(&series::reloads(ReloadResult::Ok.label()))?;
 
     const SWAPS: u32 = 1000;
     const BURST: u32 = 50;
@@ -906,7 +753,7 @@ fn a_thousand_configmap_swaps_end_in_the_last_one() -> Result<()> {
     let mut due = started;
     for i in 0..SWAPS {
         let json = if i == SWAPS - 1 {
-            stub_json()
+            addon_stub_domains()
         } else {
             format!(r#"{{"n{i}.test": ["{}"]}}"#, addrs::STUB_SERVER)
         };
@@ -925,27 +772,28 @@ fn a_thousand_configmap_swaps_end_in_the_last_one() -> Result<()> {
     wait_until(
         "the last ConfigMap's stub domain to answer",
         Duration::from_secs(5),
-        || Ok(stub_answered(&topo, addrs::LINK_LOCAL)),
+        || Ok(stub_answered(&node, addrs::LINK_LOCAL)),
     )
-    .with_context(|| format!("agent log:\n{}", tail(&agent.log())))?;
+    .with_context(|| format!("agent log:\n{}", agent.log_tail()))?;
     let conf = read(&files.conf);
     assert!(
         conf.contains("corp.internal:53") && !conf.contains(".test:53"),
         "expected exactly the last ConfigMap rendered:\n{conf}"
     );
-    assert_running(&mut agent, "1000 swaps")?;
-    assert_eq!(
-        coredns_pid(&agent, &files.pidfile)?,
-        coredns,
-        "CoreDNS was not restarted"
-    );
+    agent.assert_running("1000 swaps")?;
+    assert_eq!(agent.coredns_pid()?, coredns, "CoreDNS was not restarted");
     assert!(alive(coredns));
-    assert_eq!(metric(&topo, RESTARTS_EXITED)?, 0.0);
-    assert_eq!(metric(&topo, RELOADS_FAILED)?, 0.0, "no failed reload");
-    let reloads = wait_metric(
-        &topo,
-        &agent,
-        RELOADS_OK,
+    assert_eq!(
+        agent.metric(&series::restarts(RestartReason::Exited.label()))?,
+        0.0
+    );
+    assert_eq!(
+        agent.metric(&series::reloads(ReloadResult::Failed.label()))?,
+        0.0,
+        "no failed reload"
+    );
+    let reloads = agent.wait_metric(
+        &series::reloads(ReloadResult::Ok.label()),
         Duration::from_secs(5),
         |v| v > reloads_before,
         "up after the swaps",
@@ -956,8 +804,8 @@ fn a_thousand_configmap_swaps_end_in_the_last_one() -> Result<()> {
         "expected reloads bounded by the {} bursts, got {reloads}",
         SWAPS / BURST
     );
-    assert!(cluster_answered(&topo, addrs::KUBE_DNS_SVC));
-    finish(&topo, agent)
+    assert!(cluster_answered(&node, addrs::KUBE_DNS_SVC));
+    agent.finish()
 }
 
 // ─── 9. CoreDNS OOM-killed ───────────────────────────────────────────────────────────────
@@ -968,14 +816,14 @@ fn a_thousand_configmap_swaps_end_in_the_last_one() -> Result<()> {
 /// stayed. Where the machine allows no such cgroup, a SIGKILL stands in (noted).
 #[test]
 fn coredns_oom_killed_is_restarted_and_answers_again() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
-    let mut agent = start_agent(&topo, &files, &[])?;
-    let old = coredns_pid(&agent, &files.pidfile)?;
+    let node = Node::addon(NODE_CACHE)?;
+    let topo = &node.topo;
+    let mut agent = node.agent().start()?;
+    let old = agent.coredns_pid()?;
     match faults::MemoryCgroup::create(&format!("{}-oom", topo.tag)) {
         Ok(cgroup) => {
             cgroup.set_limit_bytes(4 << 20)?;
-            cgroup.add(old as u32)?;
+            cgroup.add(old)?;
             let socket = udp_socket_in(&topo.pod)?;
             let server: SocketAddr = format!("{}:53", addrs::LINK_LOCAL).parse()?;
             let mut n: u32 = 0;
@@ -991,36 +839,30 @@ fn coredns_oom_killed_is_restarted_and_answers_again() -> Result<()> {
                     Ok(cgroup.oom_kills()? >= 1 && !alive(old))
                 },
             )
-            .with_context(|| format!("agent log:\n{}", tail(&agent.log())))?;
+            .with_context(|| format!("agent log:\n{}", agent.log_tail()))?;
             eprintln!("note: CoreDNS OOM-killed after {n} queries under a 4 MiB memory cgroup");
         }
         Err(e) => {
             eprintln!("note: no memory cgroup here ({e:#}); SIGKILL stands in for the OOM kill");
-            kill(Pid::from_raw(old), Signal::SIGKILL)?;
+            process::send(old, Signal::SIGKILL)?;
         }
     }
     let killed = Instant::now();
     // Short per-query timeouts (dig's minimum is 1 s) so the figure is the agent's.
-    let querier = Querier::new(&topo.pod)?;
-    let link_local: SocketAddr = format!("{}:53", addrs::LINK_LOCAL).parse()?;
-    let cluster_ip: std::net::Ipv4Addr = names::CLUSTER_IP.parse()?;
     wait_until("a new CoreDNS to answer", DEADLINE, || {
         Ok(
-            querier.a_records(link_local, names::CLUSTER, Duration::from_millis(100))
-                == [cluster_ip]
-                && coredns_pid(&agent, &files.pidfile).is_ok_and(|p| p != old),
+            node.a(addrs::LINK_LOCAL, names::CLUSTER) == [names::CLUSTER_IP]
+                && agent.coredns_pid().is_ok_and(|p| p != old),
         )
     })
-    .with_context(|| format!("agent log:\n{}", tail(&agent.log())))?;
+    .with_context(|| format!("agent log:\n{}", agent.log_tail()))?;
     eprintln!(
         "figure: CoreDNS OOM kill → answering again = {} ms",
         killed.elapsed().as_millis()
     );
-    assert!(cluster_answered(&topo, addrs::KUBE_DNS_SVC));
-    wait_metric(
-        &topo,
-        &agent,
-        RESTARTS_EXITED,
+    assert!(cluster_answered(&node, addrs::KUBE_DNS_SVC));
+    agent.wait_metric(
+        &series::restarts(RestartReason::Exited.label()),
         Duration::from_secs(5),
         |v| v >= 1.0,
         "≥ 1 after the OOM kill",
@@ -1030,11 +872,11 @@ fn coredns_oom_killed_is_restarted_and_answers_again() -> Result<()> {
         log.lines()
             .any(|l| l.contains("CoreDNS exited") && l.contains("SIGKILL")),
         "expected the kill logged:\n{}",
-        tail(&log)
+        testbed::fixture::tail(&log)
     );
     assert_eq!(topo.node_cache_rule_lines()?.len(), 24, "rules stayed");
-    assert_running(&mut agent, "CoreDNS was OOM-killed")?;
-    finish(&topo, agent)
+    agent.assert_running("CoreDNS was OOM-killed")?;
+    agent.finish()
 }
 
 // ─── 10a. SIGTERM during start-up ────────────────────────────────────────────────────────
@@ -1044,10 +886,10 @@ fn coredns_oom_killed_is_restarted_and_answers_again() -> Result<()> {
 /// Either way: exit 0, no interface, no rules, no CoreDNS left.
 #[test]
 fn sigterm_during_startup_exits_0_and_leaves_nothing() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
-    let coredns_children = |agent: &Process| -> Vec<u32> {
-        faults::children_of(agent.pid())
+    let node = Node::addon(NODE_CACHE)?;
+    let topo = &node.topo;
+    let coredns_children = |agent: &AgentRun| -> Vec<u32> {
+        process::children_of(agent.pid())
             .into_iter()
             .filter(|(_, comm)| comm == "coredns")
             .map(|(pid, _)| pid)
@@ -1056,11 +898,9 @@ fn sigterm_during_startup_exits_0_and_leaves_nothing() -> Result<()> {
 
     // CoreDNS unable to start: the agent is still starting when the signal comes.
     let taker = faults::listen_tcp_in(&topo.node, SocketAddr::from(([0, 0, 0, 0], 8080)))?;
-    let mut agent = spawn_agent(&topo, &files.args(&topo.coredns))?;
-    wait_metric(
-        &topo,
-        &agent,
-        RESTARTS_EXITED,
+    let mut agent = node.agent().spawn()?;
+    agent.wait_metric(
+        &series::restarts(RestartReason::Exited.label()),
         Duration::from_secs(10),
         |v| v >= 1.0,
         "≥ 1 (CoreDNS failing to start)",
@@ -1072,47 +912,41 @@ fn sigterm_during_startup_exits_0_and_leaves_nothing() -> Result<()> {
     ensure!(topo.node_cache_rule_lines()?.is_empty(), "no rules yet");
     let mut seen_children: Vec<u32> = coredns_children(&agent);
     agent.signal(Signal::SIGTERM)?;
-    let status = agent.wait_exit(DEADLINE)?;
+    let status = agent.wait_exit()?;
     assert!(
         status.success(),
         "exit 0 expected, got {status}:\n{}",
         agent.log()
     );
-    assert_node_clean(&topo, "after SIGTERM during start-up")?;
+    node.check_clean("after SIGTERM during start-up")?;
     drop(taker);
 
     // As early as the interface appears.
-    let mut agent = spawn_agent(&topo, &files.args(&topo.coredns))?;
+    let mut agent = node.agent().spawn()?;
     wait_until("the interface", DEADLINE, || {
         Ok(topo.node_link_addresses(INTERFACE)?.is_some() || agent.try_status()?.is_some())
     })?;
     let rules_at_signal = topo.node_cache_rule_lines()?.len();
     seen_children.extend(coredns_children(&agent));
     agent.signal(Signal::SIGTERM)?;
-    let status = agent.wait_exit(DEADLINE)?;
+    let status = agent.wait_exit()?;
     eprintln!("note: early SIGTERM came with {rules_at_signal} rules in place");
     assert!(
         status.success(),
         "exit 0 expected, got {status}:\n{}",
         agent.log()
     );
-    assert_node_clean(&topo, "after an early SIGTERM")?;
+    node.check_clean("after an early SIGTERM")?;
     for pid in seen_children {
-        assert!(!alive(pid as i32), "CoreDNS {pid} left running");
+        assert!(!alive(pid), "CoreDNS {pid} left running");
     }
     assert!(
-        pod_query(
-            &topo,
-            addrs::LINK_LOCAL,
-            names::CLUSTER,
-            "A",
-            Transport::Udp
-        )
-        .is_err(),
+        node.query(addrs::LINK_LOCAL, names::CLUSTER, "A", Transport::Udp)
+            .is_err(),
         "nothing answers at the link-local IP any more"
     );
     assert!(
-        cluster_answered(&topo, addrs::KUBE_DNS_SVC),
+        cluster_answered(&node, addrs::KUBE_DNS_SVC),
         "kube-dns through kube-proxy"
     );
     Ok(())

@@ -3,10 +3,9 @@
 //! that the rules stay while an instance serves and that the last one out cleans the node.
 
 use anyhow::Result;
-use testbed::agent::AgentFiles;
-use testbed::handover::{delete_last, run, Node, Scenario};
+use testbed::fixture::Node;
+use testbed::handover::{delete_last, run, Scenario};
 use testbed::pod::Capabilities;
-use testbed::Topology;
 
 const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
 
@@ -17,15 +16,8 @@ const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
 /// Each instance is a pod of its own (PID 1 of its own PID namespace, so both have the same
 /// pid) with `capabilities`.
 fn scenario(s: Scenario, capabilities: Capabilities, max_failed_percent: u64) -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
-    let node = Node {
-        topo: &topo,
-        files: &files,
-        binary: NODE_CACHE.as_ref(),
-        capabilities,
-    };
-    let report = run(&node, s)?;
+    let node = Node::addon(NODE_CACHE)?;
+    let report = run(&node, capabilities, s)?;
     eprintln!(
         "figure: {} ({capabilities:?} capabilities) failed queries = {} of {}",
         s.name(),
@@ -64,15 +56,8 @@ fn ha_pair_member_restart_keeps_the_node_serving() -> Result<()> {
 /// The DaemonSet deleted under load: the kube-dns IP never fails (rules go first).
 #[test]
 fn deleting_the_last_instance_loses_no_query_at_the_kube_dns_ip() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
-    let node = Node {
-        topo: &topo,
-        files: &files,
-        binary: NODE_CACHE.as_ref(),
-        capabilities: Capabilities::Manifest,
-    };
-    let report = delete_last(&node)?;
+    let node = Node::addon(NODE_CACHE)?;
+    let report = delete_last(&node, Capabilities::Manifest)?;
     eprintln!(
         "figure: delete under load: kube-dns IP failed {} of {}",
         report.failed(),

@@ -4,19 +4,17 @@
 //! topology after pod traffic of every kind the dashboard shows.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use addon_manifests::promql::{
     dashboard_queries, exposed_names, metric_names, rule_queries, Query,
 };
 use anyhow::Result;
-use nix::sys::signal::Signal;
-use testbed::agent::{node_http_get, pod_query, start_node_cache, wait_rules, AgentFiles};
+use testbed::agent::node_http_get;
+use testbed::fixture::Node;
 use testbed::topology::names;
-use testbed::{addrs, workspace_root, Topology, Transport};
+use testbed::{addrs, workspace_root, Transport};
 
 const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
-const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Series Prometheus makes itself for every target; no exporter has them.
 const FROM_PROMETHEUS: &[&str] = &["up"];
@@ -41,10 +39,8 @@ fn missing(queries: &[Query], exported: &BTreeSet<String>) -> Vec<String> {
 
 #[test]
 fn every_dashboard_and_alert_query_names_an_exported_metric() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
-    let mut agent = start_node_cache(&topo, NODE_CACHE.as_ref(), &files.args(&topo.coredns))?;
-    wait_rules(&topo, &mut agent, DEADLINE)?;
+    let node = Node::addon(NODE_CACHE)?;
+    let mut agent = node.agent().start()?;
 
     // Traffic of every kind the dashboard shows: cache misses then hits, each zone, both
     // transports, an NXDOMAIN, forwards to kube-dns and to the upstream.
@@ -58,13 +54,13 @@ fn every_dashboard_and_alert_query_names_an_exported_metric() -> Result<()> {
                 ("missing.default.svc.cluster.local", "A"),
                 (names::EXTERNAL, "AAAA"),
             ] {
-                pod_query(&topo, addrs::LINK_LOCAL, name, qtype, transport)?;
+                node.query(addrs::LINK_LOCAL, name, qtype, transport)?;
             }
         }
     }
 
-    let agent_metrics = node_http_get(&topo, "http://127.0.0.1:9353/metrics")?;
-    let coredns_metrics = node_http_get(&topo, "http://127.0.0.1:9253/metrics")?;
+    let agent_metrics = agent.metrics()?;
+    let coredns_metrics = node_http_get(&node.topo, "http://127.0.0.1:9253/metrics")?;
     let mut exported = exposed_names(&agent_metrics);
     exported.extend(exposed_names(&coredns_metrics));
 
@@ -104,7 +100,5 @@ fn every_dashboard_and_alert_query_names_an_exported_metric() -> Result<()> {
         }
     }
 
-    agent.signal(Signal::SIGTERM)?;
-    assert!(agent.wait_exit(DEADLINE)?.success(), "{}", agent.log());
-    Ok(())
+    agent.finish()
 }

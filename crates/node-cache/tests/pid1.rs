@@ -2,15 +2,12 @@
 //! (a shell left by `kubectl exec`) is reparented to it and must not stay a zombie.
 
 use std::process::Command;
-use std::time::Duration;
 
-use anyhow::{Context, Result};
-use nix::sys::signal::Signal;
-use testbed::agent::{wait_rules, AgentFiles};
-use testbed::{addrs, wait_until, Process, Topology};
+use anyhow::Result;
+use testbed::fixture::{Node, DEADLINE};
+use testbed::wait_until;
 
 const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
-const DEADLINE: Duration = Duration::from_secs(20);
 
 fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -37,31 +34,12 @@ fn comm_state(pid: u32) -> Option<(String, char)> {
 
 #[test]
 fn orphans_reparented_to_node_cache_as_pid_1_are_reaped() -> Result<()> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
-    let mut cmd = topo.node.command("unshare");
-    cmd.args([
-        "--pid",
-        "--fork",
-        "--kill-child",
-        "--mount-proc",
-        NODE_CACHE,
-    ])
-    .args(files.args(&topo.coredns))
-    .env(
-        "KUBE_DNS_UPSTREAM_SERVICE_HOST",
-        addrs::KUBE_DNS_UPSTREAM_SVC,
-    );
-    let mut unshare = Process::spawn("node-cache-pid1", cmd, &topo.path("pid1.log"))?;
-    wait_rules(&topo, &mut unshare, DEADLINE)?;
-    let agent = *children(unshare.pid())
-        .first()
-        .context("node-cache under unshare")?;
-    assert!(
-        unshare.log().contains("running as PID 1"),
-        "{}",
-        unshare.log()
-    );
+    // The fixture starts node-cache as a pod: PID 1 of a PID namespace of its own.
+    let node = Node::addon(NODE_CACHE)?;
+    let mut run = node.agent().spawn()?;
+    run.wait_rules()?;
+    let agent = run.pid();
+    assert!(run.log().contains("running as PID 1"), "{}", run.log());
 
     // A process that outlives its parent inside the namespace: `sleep` is orphaned when the
     // shell exits and reparented to PID 1, i.e. to node-cache.
@@ -94,8 +72,5 @@ fn orphans_reparented_to_node_cache_as_pid_1_are_reaped() -> Result<()> {
         .collect();
     assert!(zombies.is_empty(), "zombies under PID 1: {zombies:?}");
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent as i32), Signal::SIGTERM)?;
-    assert!(unshare.wait_exit(DEADLINE)?.success(), "{}", unshare.log());
-    assert!(topo.node_cache_rule_lines()?.is_empty());
-    Ok(())
+    run.finish()
 }

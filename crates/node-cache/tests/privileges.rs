@@ -3,21 +3,16 @@
 //! Read from the kernel's view of the running child (`/proc/<pid>/status`, `environ`).
 
 use std::collections::HashMap;
-use std::time::Duration;
-
 use std::os::unix::fs::PermissionsExt;
 
 use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
-use testbed::agent::{
-    coredns_host_pid, pod_query, start_node_cache, start_with_capabilities, wait_rules, AgentFiles,
-};
+use testbed::fixture::{Node, DEADLINE};
 use testbed::pod::Capabilities;
 use testbed::topology::names;
-use testbed::{addrs, wait_until, Process, Topology, Transport};
+use testbed::{addrs, wait_until};
 
 const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
-const DEADLINE: Duration = Duration::from_secs(20);
 const NET_BIND_SERVICE: u64 = 1 << 10;
 
 /// The fields of `/proc/<pid>/status` this test reads.
@@ -44,31 +39,18 @@ fn environ(pid: u32) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Starts `binary args...` in the node namespace and waits until its rules are in place and a
-/// pod's query at the link-local IP is answered.
-fn serving_agent(topo: &Topology, binary: &str, args: &[String]) -> Result<Process> {
-    let mut agent = start_node_cache(topo, binary.as_ref(), args)?;
-    wait_rules(topo, &mut agent, DEADLINE)?;
-    let answer = pod_query(topo, addrs::LINK_LOCAL, names::CLUSTER, "A", Transport::Udp)?;
-    assert_eq!(answer, [names::CLUSTER_IP], "{}", agent.log());
-    Ok(agent)
-}
-
-/// Starts the agent with `extra` flags, waits for its rules, and returns CoreDNS's status.
+/// Starts the agent with `extra` flags, waits until it serves, and returns CoreDNS's status
+/// and environment.
 fn child_of_agent(extra: &[&str]) -> Result<(HashMap<String, String>, Vec<String>)> {
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
-    let mut args = files.args(&topo.coredns);
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let mut agent = serving_agent(&topo, NODE_CACHE, &args)?;
+    let node = Node::addon(NODE_CACHE)?;
+    let mut agent = node.agent().flags(extra).start()?;
     let mut pid = 0;
     wait_until("CoreDNS's pidfile", DEADLINE, || {
-        pid = coredns_host_pid(&agent, &files.pidfile)?;
+        pid = agent.coredns_pid()?;
         Ok(true)
     })?;
     let seen = (status(pid)?, environ(pid)?);
-    agent.signal(Signal::SIGTERM)?;
-    assert!(agent.wait_exit(DEADLINE)?.success(), "{}", agent.log());
+    agent.finish()?;
     Ok(seen)
 }
 
@@ -109,22 +91,23 @@ fn coredns_uid_0_keeps_upstreams_root_child() -> Result<()> {
 fn a_binary_coredns_user_cannot_execute_is_reported_and_the_agent_stays_up() -> Result<()> {
     // What dropping privileges can break: a binary only root can reach. The spawn error must
     // name it, and the agent keeps running (and retrying) rather than exiting.
-    let topo = Topology::build()?;
-    let files = AgentFiles::addon(&topo)?;
-    let private = topo.path("private");
+    let node = Node::addon(NODE_CACHE)?;
+    let private = node.topo.path("private");
     std::fs::create_dir(&private)?;
     let binary = private.join("coredns");
-    std::fs::copy(&topo.coredns, &binary)?;
+    std::fs::copy(&node.topo.coredns, &binary)?;
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
-    let mut args = files.args(&binary);
-    args.push("-syncinterval=1s".into());
-    let mut agent = start_node_cache(&topo, NODE_CACHE.as_ref(), &args)?;
+    let mut agent = node
+        .agent()
+        .coredns(&binary)
+        .flags(&["-syncinterval=1s"])
+        .spawn()?;
     wait_until("the spawn error in the log", DEADLINE, || {
         Ok(agent.log().contains(&binary.display().to_string()))
     })?;
     assert!(agent.try_status()?.is_none(), "{}", agent.log());
     agent.signal(Signal::SIGTERM)?;
-    agent.wait_exit(DEADLINE)?;
+    agent.wait_exit()?;
     Ok(())
 }
 
@@ -136,24 +119,13 @@ fn a_binary_coredns_user_cannot_execute_is_reported_and_the_agent_stays_up() -> 
 #[test]
 fn a_pods_capabilities_are_enough() -> Result<()> {
     for caps in Capabilities::ALL {
-        let topo = Topology::build()?;
-        let files = AgentFiles::addon(&topo)?;
-        let mut agent = start_with_capabilities(
-            &topo,
-            "node-cache",
-            NODE_CACHE.as_ref(),
-            &files.args(&topo.coredns),
-            caps,
-        )?;
-        wait_rules(&topo, &mut agent, DEADLINE)?;
-        let answer = pod_query(
-            &topo,
-            addrs::LINK_LOCAL,
-            names::CLUSTER,
-            "A",
-            Transport::Udp,
-        )?;
-        assert_eq!(answer, [names::CLUSTER_IP], "{caps:?}: {}", agent.log());
+        let node = Node::addon(NODE_CACHE)?;
+        let mut agent = node.agent().capabilities(caps).start()?;
+        assert!(
+            node.answers(addrs::LINK_LOCAL, names::CLUSTER, names::CLUSTER_IP),
+            "{caps:?}: {}",
+            agent.log()
+        );
         let status = status(agent.pid())?;
         let expected_nnp = if caps == Capabilities::Manifest {
             "1"
@@ -162,21 +134,14 @@ fn a_pods_capabilities_are_enough() -> Result<()> {
         };
         assert_eq!(status["NoNewPrivs"], expected_nnp, "{caps:?}");
         // A reload needs to signal CoreDNS, which runs as another user.
-        let base = std::fs::read_to_string(&files.base)?;
-        std::fs::write(&files.base, format!("{base}\n# touched\n"))?;
+        let base = std::fs::read_to_string(&node.files.base)?;
+        std::fs::write(&node.files.base, format!("{base}\n# touched\n"))?;
         wait_until("CoreDNS to report the reload", DEADLINE, || {
             Ok(agent.log().contains("Reloading complete"))
         })?;
-        agent.signal(Signal::SIGTERM)?;
-        assert!(
-            agent.wait_exit(DEADLINE)?.success(),
-            "{caps:?}: {}",
-            agent.log()
-        );
-        assert!(
-            topo.node_cache_rule_lines()?.is_empty(),
-            "{caps:?}: rules left"
-        );
+        agent
+            .finish()
+            .with_context(|| format!("{caps:?} capabilities"))?;
         for unwanted in ["Operation not permitted", "Permission denied", "cannot see"] {
             assert!(!agent.log().contains(unwanted), "{caps:?}: {}", agent.log());
         }

@@ -5,17 +5,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::pod::{Capabilities, Pod};
+use crate::pod::Pod;
 use crate::topology::names;
 use crate::{addrs, wait_until, workspace_root, Dig, Process, Topology, Transport};
 
-/// The addon manifest's arguments (SPEC §1), before the per-test paths.
-pub const ADDON_ARGS: [&str; 4] = [
-    "-localip",
-    "169.254.20.10,10.96.0.10",
-    "-upstreamsvc",
-    "kube-dns-upstream",
-];
+/// The addon manifest's `-localip` (SPEC §1): the link-local IP and the kube-dns IP.
+pub const ADDON_LOCAL_IPS: &str = "169.254.20.10,10.96.0.10";
+
+/// The addon manifest's `-upstreamsvc`.
+pub const ADDON_UPSTREAM_SVC: &str = "kube-dns-upstream";
 
 /// The interface name node-cache uses by default.
 pub const INTERFACE: &str = "nodelocaldns";
@@ -31,7 +29,17 @@ pub fn addon_corefile_iptables_mode() -> Result<String> {
         .replace("__PILLAR__DNS__SERVER__", addrs::KUBE_DNS_SVC))
 }
 
+/// The addon's kube-dns ConfigMap `stubDomains`: the topology's stub domain.
+pub fn addon_stub_domains() -> String {
+    format!(
+        r#"{{"{}": ["{}"]}}"#,
+        names::STUB_DOMAIN,
+        addrs::STUB_SERVER
+    )
+}
+
 /// Paths of one node-cache run's files inside the topology's scratch directory.
+#[derive(Clone, Debug)]
 pub struct AgentFiles {
     pub base: PathBuf,
     pub conf: PathBuf,
@@ -53,24 +61,37 @@ impl AgentFiles {
 
     /// Writes the addon base Corefile and a kube-dns ConfigMap with the topology's stub domain.
     pub fn addon(topo: &Topology) -> Result<Self> {
-        let base = topo.write_base_corefile(&addon_corefile_iptables_mode()?)?;
-        let stub = format!(
-            r#"{{"{}": ["{}"]}}"#,
-            names::STUB_DOMAIN,
-            addrs::STUB_SERVER
-        );
-        let kube_dns = topo.write_kube_dns_configmap(&[("stubDomains", &stub)])?;
+        let stub = addon_stub_domains();
+        Self::write(
+            topo,
+            &addon_corefile_iptables_mode()?,
+            &[("stubDomains", &stub)],
+        )
+    }
+
+    /// Writes `base` as the base Corefile and a kube-dns ConfigMap volume holding `kube_dns`.
+    pub fn write(topo: &Topology, base: &str, kube_dns: &[(&str, &str)]) -> Result<Self> {
         Ok(Self {
-            base,
+            base: topo.write_base_corefile(base)?,
             conf: topo.path("Corefile"),
-            kube_dns,
+            kube_dns: topo.write_kube_dns_configmap(kube_dns)?,
             pidfile: topo.path("node-cache.pid"),
         })
     }
 
     /// The addon's flags plus these files, the CoreDNS binary and a metrics port.
     pub fn args(&self, coredns: &Path) -> Vec<String> {
-        let mut args: Vec<String> = ADDON_ARGS.iter().map(|s| s.to_string()).collect();
+        self.args_with(ADDON_LOCAL_IPS, ADDON_UPSTREAM_SVC, coredns)
+    }
+
+    /// Like [`AgentFiles::args`], with `-localip` and `-upstreamsvc` of the caller's.
+    pub fn args_with(&self, local_ips: &str, upstream_svc: &str, coredns: &Path) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "-localip".into(),
+            local_ips.into(),
+            "-upstreamsvc".into(),
+            upstream_svc.into(),
+        ];
         for (flag, value) in [
             ("-basecorefile", &self.base),
             ("-conf", &self.conf),
@@ -86,29 +107,10 @@ impl AgentFiles {
 }
 
 /// Starts `binary args...` as a pod on the node (see [`crate::pod`]): its own PID namespace,
-/// the manifest's capabilities, the upstream Service's env var as the kubelet sets it.
+/// the manifest's capabilities, the upstream Service's env var as the kubelet sets it. (Tests
+/// start it through [`crate::fixture`].)
 pub fn start_node_cache(topo: &Topology, binary: &Path, args: &[String]) -> Result<Process> {
-    start_named(topo, "node-cache", binary, args)
-}
-
-/// Like [`start_node_cache`], for one of several instances: pod `name`, its log `<name>.log`.
-pub fn start_named(topo: &Topology, name: &str, binary: &Path, args: &[String]) -> Result<Process> {
-    start_with_capabilities(topo, name, binary, args, Capabilities::Manifest)
-}
-
-/// Like [`start_named`], with the given pod capability set.
-pub fn start_with_capabilities(
-    topo: &Topology,
-    name: &str,
-    binary: &Path,
-    args: &[String],
-    capabilities: Capabilities,
-) -> Result<Process> {
-    let pod = Pod {
-        capabilities,
-        ..Pod::new(name)
-    };
-    pod.start(topo, binary, args, &topo.path(&format!("{name}.log")))
+    Pod::new("node-cache").start(topo, binary, args, &topo.path("node-cache.log"))
 }
 
 /// The host pid of the CoreDNS whose pid (as the agent's PID namespace numbers it) `pidfile`
@@ -120,7 +122,7 @@ pub fn coredns_host_pid(agent: &Process, pidfile: &Path) -> Result<u32> {
         .trim()
         .parse()
         .with_context(|| format!("pidfile holds {text:?}"))?;
-    crate::faults::children_of(agent.pid())
+    crate::process::children_of(agent.pid())
         .into_iter()
         .map(|(pid, _)| pid)
         .find(|pid| namespace_pid(*pid) == Some(inner))

@@ -1,6 +1,5 @@
-//! Faults to inject around a node-cache run: an environment of the agent's own (PATH, the
-//! xtables lock file), a port already taken, a held xtables lock, a tiny filesystem, a memory
-//! cgroup, and the scraping and process lookups the fault tests assert with.
+//! Faults to inject around a node-cache run: a PATH of the agent's own (legacy iptables, or
+//! none), a port already taken, a held xtables lock, a tiny filesystem, a memory cgroup.
 //!
 //! Every fault is confined to what the test made (its namespaces, its scratch directory, a
 //! mount namespace of its own thread, a cgroup of its own) and undone in `Drop`.
@@ -15,30 +14,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
-use crate::agent::node_http_get;
-use crate::pod::Pod;
-use crate::{Netns, Process, Topology};
-
-/// Starts `binary args...` as a pod like [`crate::agent::start_named`], with `env` (e.g.
-/// `PATH`, `XTABLES_LOCKFILE`) added to the pod's environment. The log goes to
-/// `logs/<name>.log`, outside the directory of the base Corefile, which the agent watches: a
-/// log line there would be a change of its inputs, and an error logged on each render would
-/// trigger the next one.
-pub fn start_with_env(
-    topo: &Topology,
-    name: &str,
-    binary: &Path,
-    args: &[String],
-    env: &[(&str, String)],
-) -> Result<Process> {
-    let logs = topo.path("logs");
-    std::fs::create_dir_all(&logs)?;
-    let pod = Pod {
-        env,
-        ..Pod::new(name)
-    };
-    pod.start(topo, binary, args, &logs.join(format!("{name}.log")))
-}
+use crate::Netns;
 
 /// A directory for the agent's PATH in which `iptables`, `iptables-save` and
 /// `iptables-restore` are the *legacy* (xtables) variants: only those take the xtables lock
@@ -124,33 +100,6 @@ pub fn listen_tcp_in(ns: &Netns, addr: SocketAddr) -> Result<TcpListener> {
         setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| format!("setns({path})"))?;
         TcpListener::bind(addr).with_context(|| format!("binding {addr}"))
     })
-}
-
-/// One sample of the agent's metrics at `url` (from inside the node namespace), e.g.
-/// `coredns_nodecache_setup_errors_total{errortype="configmap"}`; None when absent.
-pub fn scrape(topo: &Topology, url: &str, series: &str) -> Result<Option<f64>> {
-    let text = node_http_get(topo, url)?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok()))
-}
-
-/// The pids and command names of `pid`'s children.
-pub fn children_of(pid: u32) -> Vec<(u32, String)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|child| {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
-            // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-            let (head, rest) = stat.rsplit_once(')')?;
-            let comm = head.split_once('(')?.1.to_string();
-            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
-            (ppid == pid).then_some((child, comm))
-        })
-        .collect()
 }
 
 /// Runs `f` on a new thread in a mount namespace of its own, with every mount private, so

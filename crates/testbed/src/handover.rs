@@ -3,17 +3,16 @@
 //! prints).
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use nix::sys::signal::Signal;
 
-use crate::agent::{announces_serving, start_with_capabilities, wait_rules, AgentFiles, INTERFACE};
+use crate::fixture::{AgentRun, Node};
 use crate::load::{LoadReport, QueryLoad};
 use crate::pod::Capabilities;
 use crate::topology::names;
-use crate::{addrs, wait_until, Process, Topology};
+use crate::{addrs, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 /// Queries per second to each local IP.
@@ -48,30 +47,8 @@ fn targets() -> Vec<SocketAddr> {
         .collect()
 }
 
-/// What every instance of a run shares: the node, its inputs, the binary, the pod's
-/// capabilities.
-pub struct Node<'a> {
-    pub topo: &'a Topology,
-    pub files: &'a AgentFiles,
-    pub binary: &'a Path,
-    pub capabilities: Capabilities,
-}
-
-impl Node<'_> {
-    fn start(&self, name: &str) -> Result<Process> {
-        let files = self.files.for_instance(self.topo, name);
-        start_with_capabilities(
-            self.topo,
-            name,
-            self.binary,
-            &files.args(&self.topo.coredns),
-            self.capabilities,
-        )
-    }
-}
-
 /// A planned stop with a peer serving must hand the sockets over, not fall back to SIGKILL.
-fn ensure_handed_over(agent: &Process) -> Result<()> {
+fn ensure_handed_over(agent: &AgentRun) -> Result<()> {
     let log = agent.log();
     ensure!(
         log.contains("handed the DNS sockets over") && !log.contains("cannot hand"),
@@ -80,28 +57,35 @@ fn ensure_handed_over(agent: &Process) -> Result<()> {
     Ok(())
 }
 
-fn wait_serving(topo: &Topology, pod: &str) -> Result<()> {
-    let what = format!("pod {pod}'s node-cache to announce it serves");
-    wait_until(&what, DEADLINE, || announces_serving(topo, pod)).map(|_| ())
+fn wait_serving(agent: &AgentRun) -> Result<()> {
+    let what = format!("pod {}'s node-cache to announce it serves", agent.name());
+    wait_until(&what, DEADLINE, || agent.announces_serving()).map(|_| ())
 }
 
-fn stop(agent: &mut Process) -> Result<()> {
-    agent.signal(Signal::SIGTERM)?;
-    let status = agent.wait_exit(DEADLINE)?;
+fn stop(agent: &mut AgentRun) -> Result<()> {
+    let status = agent.terminate()?;
     ensure!(status.success(), "exit {status}:\n{}", agent.log());
     Ok(())
+}
+
+/// Pod `name` on `node` with `capabilities`, files of its own.
+fn start<'n>(node: &'n Node, capabilities: Capabilities, name: &str) -> Result<AgentRun<'n>> {
+    node.agent()
+        .instance(name)
+        .capabilities(capabilities)
+        .spawn()
 }
 
 /// Runs `scenario` and returns the load's report. Checks the invariants on the way: the rules
 /// stay while an instance serves, an instance leaving a peer behind says so, and the last one
 /// out leaves a clean node.
-pub fn run(node: &Node, scenario: Scenario) -> Result<LoadReport> {
-    let topo = node.topo;
-    let mut first = node.start("first")?;
-    wait_rules(topo, &mut first, DEADLINE)?;
-    let mut second = node.start("second")?;
-    wait_serving(topo, "first")?;
-    wait_serving(topo, "second")?;
+pub fn run(node: &Node, capabilities: Capabilities, scenario: Scenario) -> Result<LoadReport> {
+    let topo = &node.topo;
+    let mut first = start(node, capabilities, "first")?;
+    first.wait_rules()?;
+    let mut second = start(node, capabilities, "second")?;
+    wait_serving(&first)?;
+    wait_serving(&second)?;
     let load = QueryLoad::start(&topo.pod, targets(), names::CLUSTER, RATE)?;
     let mut last = match scenario {
         Scenario::Surge => {
@@ -118,59 +102,43 @@ pub fn run(node: &Node, scenario: Scenario) -> Result<LoadReport> {
         }
         Scenario::KillOld => {
             first.signal(Signal::SIGKILL)?;
-            first.wait_exit(DEADLINE)?;
+            first.wait_exit()?;
             second
         }
         Scenario::HaRestart => {
             stop(&mut first)?;
             ensure_handed_over(&first)?;
-            let again = node.start("first-again")?;
-            wait_serving(topo, "first-again")?;
+            let again = start(node, capabilities, "first-again")?;
+            wait_serving(&again)?;
             stop(&mut second)?;
             ensure_handed_over(&second)?;
             again
         }
     };
     // Let the load run past the event so every query around it is counted.
-    let until = load.snapshot().elapsed + Duration::from_millis(500);
-    wait_until("the load to run past the event", DEADLINE, || {
-        Ok(load.snapshot().elapsed >= until)
-    })?;
+    load.run_for(Duration::from_millis(500))?;
     let report = load.stop()?;
     ensure!(
         topo.node_cache_rule_lines()?.len() == 24,
         "the rules must stay while an instance serves"
     );
     stop(&mut last)?;
-    ensure!(
-        topo.node_link_addresses(INTERFACE)?.is_none(),
-        "the last one out removes the interface"
-    );
-    ensure!(
-        topo.node_cache_rule_lines()?.is_empty(),
-        "the last one out removes the rules"
-    );
+    node.check_clean("after the last one out")?;
     Ok(report)
 }
 
 /// The last instance stopped (the DaemonSet deleted) under load to the kube-dns IP: its rules
 /// go before its CoreDNS, so every query finds kube-dns through kube-proxy (the DNAT) or our
 /// CoreDNS. Returns the load's report (the kube-dns IP only).
-pub fn delete_last(node: &Node) -> Result<LoadReport> {
-    let topo = node.topo;
-    let mut agent = node.start("only")?;
-    wait_rules(topo, &mut agent, DEADLINE)?;
+pub fn delete_last(node: &Node, capabilities: Capabilities) -> Result<LoadReport> {
+    let topo = &node.topo;
+    let mut agent = start(node, capabilities, "only")?;
+    agent.wait_rules()?;
     let kube_dns = SocketAddr::new(addrs::KUBE_DNS_SVC.parse()?, 53);
     let load = QueryLoad::start(&topo.pod, vec![kube_dns], names::CLUSTER, RATE)?;
-    let until = load.snapshot().elapsed + Duration::from_millis(300);
-    wait_until("the load to run before the stop", DEADLINE, || {
-        Ok(load.snapshot().elapsed >= until)
-    })?;
+    load.run_for(Duration::from_millis(300))?;
     stop(&mut agent)?;
-    let until = load.snapshot().elapsed + Duration::from_millis(500);
-    wait_until("the load to run past the stop", DEADLINE, || {
-        Ok(load.snapshot().elapsed >= until)
-    })?;
+    load.run_for(Duration::from_millis(500))?;
     let report = load.stop()?;
     let log = agent.log();
     let (rules, stopped) = (log.find("rules removed"), log.find("CoreDNS stopped"));
@@ -178,9 +146,6 @@ pub fn delete_last(node: &Node) -> Result<LoadReport> {
         matches!((rules, stopped), (Some(r), Some(s)) if r < s),
         "the rules must go before CoreDNS stops:\n{log}"
     );
-    ensure!(
-        topo.node_link_addresses(INTERFACE)?.is_none() && topo.node_cache_rule_lines()?.is_empty(),
-        "the last one out leaves a clean node"
-    );
+    node.check_clean("after the last one out")?;
     Ok(report)
 }

@@ -8,22 +8,26 @@
 
 pub mod agent;
 pub mod dig;
+pub mod dns_message;
 pub mod faults;
 pub mod firewall_bench;
+pub mod fixture;
 pub mod handover;
 pub mod isolated;
 pub mod load;
 pub mod netns;
 pub mod pod;
 pub mod process;
+pub mod querier;
 pub mod topology;
 pub mod wait;
 
 pub use dig::{Dig, Transport};
 pub use isolated::in_fresh_netns;
-pub use load::{LoadReport, Querier, QueryLoad};
+pub use load::{LoadReport, QueryLoad};
 pub use netns::Netns;
 pub use process::Process;
+pub use querier::Querier;
 pub use topology::{addrs, Topology};
 pub use wait::wait_until;
 

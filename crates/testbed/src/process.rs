@@ -1,4 +1,5 @@
-//! A process started for a test, killed on drop, its output kept in a log file.
+//! A process started for a test, killed on drop, its output kept in a log file; and what
+//! tests look up about other processes (children, liveness) or do to them (signals).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -57,7 +58,7 @@ impl Process {
             if process.try_status()?.is_some() {
                 return Ok(true);
             }
-            found = crate::faults::children_of(launcher)
+            found = children_of(launcher)
                 .into_iter()
                 .find(|(_, c)| c == comm)
                 .map(|(pid, _)| pid);
@@ -77,8 +78,7 @@ impl Process {
     }
 
     pub fn signal(&self, signal: Signal) -> Result<()> {
-        kill(Pid::from_raw(self.pid() as i32), signal)
-            .with_context(|| format!("sending {signal} to {}", self.name))
+        send(self.pid(), signal).with_context(|| format!("sending {signal} to {}", self.name))
     }
 
     /// The exit status if it has exited (reaping it), else None.
@@ -103,6 +103,66 @@ impl Drop for Process {
         if self.status.is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub fn send(pid: u32, signal: Signal) -> Result<()> {
+    kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("sending {signal} to {pid}"))
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+        !state.starts_with('Z')
+    })
+}
+
+/// The command name of `pid` (`/proc/<pid>/comm`), if it exists.
+pub fn comm(pid: u32) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim().to_string())
+}
+
+/// The pids and command names of `pid`'s children.
+pub fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_string();
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == pid).then_some((child, comm))
+        })
+        .collect()
+}
+
+/// A process a test stopped with SIGSTOP. Dropped while the pid still runs the same program,
+/// it is continued and killed, so whatever the code under test did with it, it never lingers.
+pub struct Stopped {
+    pid: u32,
+    comm: Option<String>,
+}
+
+impl Stopped {
+    pub fn stop(pid: u32) -> Result<Self> {
+        let comm = comm(pid);
+        send(pid, Signal::SIGSTOP)?;
+        Ok(Self { pid, comm })
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if self.comm.is_some() && comm(self.pid) == self.comm {
+            let _ = send(self.pid, Signal::SIGCONT);
+            let _ = send(self.pid, Signal::SIGKILL);
         }
     }
 }

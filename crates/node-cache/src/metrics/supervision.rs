@@ -31,25 +31,44 @@ impl From<coredns_child::RestartReason> for RestartReason {
     }
 }
 
-impl EncodeLabelValue for RestartReason {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        let label = match self {
+impl RestartReason {
+    /// Every label value; all are exposed from the start.
+    pub const ALL: [RestartReason; 2] = [RestartReason::Exited, RestartReason::Hung];
+
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
             RestartReason::Exited => "exited",
             RestartReason::Hung => "hung",
-        };
-        std::fmt::Write::write_str(encoder, label)
+        }
     }
 }
 
-impl EncodeLabelValue for ReloadResult {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        let label = match self {
+impl ReloadResult {
+    /// Every label value; all are exposed from the start.
+    pub const ALL: [ReloadResult; 2] = [ReloadResult::Ok, ReloadResult::Failed];
+
+    /// The `result` label value.
+    pub fn label(self) -> &'static str {
+        match self {
             ReloadResult::Ok => "ok",
             ReloadResult::Failed => "failed",
-        };
-        std::fmt::Write::write_str(encoder, label)
+        }
     }
 }
+
+/// Each type's label value is its `label()`.
+macro_rules! encode_by_label {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, self.label())
+            }
+        }
+    )*};
+}
+
+encode_by_label!(RestartReason, ReloadResult);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RestartLabels {
@@ -72,10 +91,10 @@ impl Supervision {
     /// Registers every series, each label pre-set to 0 so dashboards see them from the start.
     pub fn register(registry: &mut Registry) -> Self {
         let s = Self::default();
-        for reason in [RestartReason::Exited, RestartReason::Hung] {
+        for reason in RestartReason::ALL {
             drop(s.restarts.get_or_create(&RestartLabels { reason }));
         }
-        for result in [ReloadResult::Ok, ReloadResult::Failed] {
+        for result in ReloadResult::ALL {
             drop(s.reloads.get_or_create(&ReloadLabels { result }));
         }
         registry.register(
