@@ -114,6 +114,9 @@ async fn supervise(config: Config) -> Result<ExitCode> {
     let (cluster_dns, follow) = upstream(&config)?;
     let mut api = kube_api::start(&config.kube, follow, &Environment::process()).await;
     let mut corefile = CorefileSync::new(&config, cluster_dns, metrics.clone());
+    if let Some(api) = &mut api {
+        corefile.apply_api(api.first_reports().await);
+    }
     if !first_render(&mut corefile, &mut api, &mut signals).await? {
         return Ok(ExitCode::SUCCESS);
     }

@@ -506,14 +506,21 @@ fn configmap_changes_through_the_api_are_answered_within_a_second() -> Result<()
     let stub = stub_domains(addrs::STUB_SERVER);
     let upstream = stub_domains(addrs::UPSTREAM);
     api.apply(&configmap("kube-dns", &[("stubDomains", &stub)]))?;
+    // The volume lags: it still has an older stubDomains. The first Corefile is the API's.
     let agent = Agent::start(
         &topo,
         &api.kubeconfig("node-cache"),
         "kube-dns-upstream",
-        &stub,
+        &upstream,
     )?;
     agent.wait_answering(&topo)?;
-    agent.wait_log("watching the Corefile's ConfigMaps through the Kubernetes API")?;
+    assert_eq!(a(&topo, names::STUB)?, [names::STUB_IP]);
+    let log = agent.process.log();
+    assert_eq!(
+        log.matches("wrote Corefile").count(),
+        1,
+        "one render at startup, from the API's data\n{log}"
+    );
 
     // stubDomains: the stub domain's server swapped back and forth (the stub server knows
     // the name; the upstream answers NXDOMAIN).
@@ -566,6 +573,7 @@ fn configmap_changes_through_the_api_are_answered_within_a_second() -> Result<()
     })?;
     // The apiserver goes down, and the lagging volume swaps in its old content: the
     // configuration must not move back to it.
+    agent.write_volume(&stub)?;
     api.stop_apiserver();
     agent.wait_log("using the mounted ConfigMaps, retrying with back-off")?;
     agent.write_volume(&stub)?;

@@ -15,6 +15,7 @@ mod upstream_svc;
 mod watch;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::{Api, Client};
@@ -54,11 +55,48 @@ pub enum ApiUpdate {
     ClusterDns(String),
 }
 
+/// How long the first render waits for the API's first word on the ConfigMaps.
+const FIRST_REPORTS_WAIT: Duration = Duration::from_secs(2);
+
 /// The running watches' reports.
 pub struct KubeApi {
     updates: mpsc::UnboundedReceiver<ApiUpdate>,
     /// Whether the upstream Service is looked up (its IP was not in the environment).
     pub follows_service: bool,
+    /// Which ConfigMaps are watched: (template, kube-dns).
+    watched: (bool, bool),
+}
+
+impl KubeApi {
+    /// The API's first report on each watched ConfigMap (its content, or that the API cannot
+    /// be reached), waited for at most [`FIRST_REPORTS_WAIT`]: the first Corefile is rendered
+    /// from the newer source instead of from the lagging volume and again a moment later.
+    pub async fn first_reports(&mut self) -> Vec<ApiUpdate> {
+        let deadline = tokio::time::Instant::now() + FIRST_REPORTS_WAIT;
+        let (mut template, mut kube_dns) = (!self.watched.0, !self.watched.1);
+        let mut reports = Vec::new();
+        while !(template && kube_dns) {
+            match tokio::time::timeout_at(deadline, self.updates.recv()).await {
+                Ok(Some(update)) => {
+                    match update {
+                        ApiUpdate::Template(_) | ApiUpdate::TemplateLost => template = true,
+                        ApiUpdate::KubeDns(_) | ApiUpdate::KubeDnsLost => kube_dns = true,
+                        ApiUpdate::ClusterDns(_) => {}
+                    }
+                    reports.push(update);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::info!(
+                        "the Kubernetes API did not answer within {FIRST_REPORTS_WAIT:?}; \
+                         starting from the mounted files"
+                    );
+                    break;
+                }
+            }
+        }
+        reports
+    }
 }
 
 /// Every report waiting, at least one; pending forever without an API. Cancel-safe.
@@ -162,6 +200,10 @@ pub async fn start(
     Some(KubeApi {
         updates,
         follows_service,
+        watched: (
+            !config.base_corefile_configmap.is_empty(),
+            !config.kube_dns_configmap.is_empty(),
+        ),
     })
 }
 
