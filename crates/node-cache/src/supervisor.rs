@@ -94,9 +94,13 @@ async fn supervise(config: Config) -> Result<ExitCode> {
     match metrics::bind(&config.metrics_listen_address).and_then(tokio::net::TcpListener::from_std)
     {
         Ok(listener) => {
-            tokio::spawn(metrics::serve(listener, metrics.clone(), async {
-                let _ = metrics_stopped.await;
-            }));
+            tokio::spawn(metrics::serve(
+                listener,
+                metrics::Endpoint::new(metrics.clone(), &config.tls),
+                async {
+                    let _ = metrics_stopped.await;
+                },
+            ));
         }
         Err(e) => tracing::error!(
             "-metrics-listen-address {}: {e:#}; serving DNS without the metrics endpoint",

@@ -185,7 +185,6 @@ impl Pki {
 /// The "done when": a template using `__PROMETHEUS__ENDPOINT__` and `timeouts`, with
 /// `-tls-enabled` and client certificates required, serves DNS and TLS metrics.
 #[test]
-#[ignore = "needs supervisor.rs to start the endpoint with metrics::Endpoint::new(metrics, &config.tls)"]
 fn tls_metrics_with_client_certificates_required() {
     let dir = TempDir::new(&testbed::unique_tag()).unwrap();
     let path = dir.path().to_path_buf();
