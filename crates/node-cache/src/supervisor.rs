@@ -73,7 +73,7 @@ async fn first_render(
 }
 
 fn waits_for_service(e: &anyhow::Error, api: Option<&KubeApi>) -> bool {
-    api.is_some_and(|a| a.follows_service)
+    api.is_some_and(KubeApi::may_tell_service)
         && e.chain().any(|c| {
             matches!(
                 c.downcast_ref::<corefile::RenderError>(),

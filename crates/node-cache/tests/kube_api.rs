@@ -362,6 +362,10 @@ impl Agent {
         let conf = topo.path("Corefile");
         let logs = topo.path("logs");
         std::fs::create_dir_all(&logs)?;
+        let log = logs.join("node-cache.log");
+        if log.exists() {
+            std::fs::remove_file(&log)?;
+        }
         let args: Vec<String> = [
             "-localip",
             &format!("{},{}", addrs::LINK_LOCAL, addrs::KUBE_DNS_SVC),
@@ -380,12 +384,7 @@ impl Agent {
         ]
         .map(str::to_owned)
         .to_vec();
-        let process = Pod::new("node-cache").start(
-            topo,
-            Path::new(NODE_CACHE),
-            &args,
-            &logs.join("node-cache.log"),
-        )?;
+        let process = Pod::new("node-cache").start(topo, Path::new(NODE_CACHE), &args, &log)?;
         Ok(Self {
             process,
             conf,
@@ -609,6 +608,17 @@ fn a_forbidden_api_is_said_once_and_the_mounted_files_serve() -> Result<()> {
         &[("stubDomains", &stub_domains(addrs::UPSTREAM))],
     ))?;
     let stub = stub_domains(addrs::STUB_SERVER);
+    // A Service only the API could tell, and no access: an error, as upstream's missing
+    // variable is (not a wait that would never end): kubelet's restart brings the variable.
+    let svc = format!("{NAMESPACE}/kube-dns-upstream");
+    let mut lone = Agent::start(&topo, &api.kubeconfig("nobody"), &svc, &stub)?;
+    let status = lone.process.wait_exit(DEADLINE)?;
+    let log = lone.process.log();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("__PILLAR__CLUSTER__DNS__"), "{log}");
+    assert!(!log.contains("waiting for the Service"), "{log}");
+    drop(lone);
+
     let agent = Agent::start(&topo, &api.kubeconfig("nobody"), "kube-dns-upstream", &stub)?;
     agent.wait_answering(&topo)?;
     agent.wait_log("403 Forbidden")?;

@@ -35,7 +35,9 @@ impl ApiInputs {
             ApiUpdate::TemplateLost => self.template.lost(now),
             ApiUpdate::KubeDns(keys) => self.kube_dns.delivered(keys),
             ApiUpdate::KubeDnsLost => self.kube_dns.lost(now),
-            ApiUpdate::ClusterDns(ip) => self.cluster_dns = Some(ip),
+            ApiUpdate::ClusterDns(Some(ip)) => self.cluster_dns = Some(ip),
+            // A deleted Service keeps its last address serving until it is recreated.
+            ApiUpdate::ClusterDns(None) | ApiUpdate::ServiceLost => {}
         }
     }
 

@@ -51,8 +51,10 @@ pub enum ApiUpdate {
     /// The kube-dns ConfigMap's keys (all absent when there is no such ConfigMap).
     KubeDns(corefile::KubeDnsKeys),
     KubeDnsLost,
-    /// The upstream Service's ClusterIP.
-    ClusterDns(String),
+    /// The upstream Service's ClusterIP; None: no such Service (the last one's address stays).
+    ClusterDns(Option<String>),
+    /// The upstream Service cannot be read (403, apiserver down).
+    ServiceLost,
 }
 
 /// How long the first render waits for the API's first word on the ConfigMaps.
@@ -62,26 +64,30 @@ const FIRST_REPORTS_WAIT: Duration = Duration::from_secs(2);
 pub struct KubeApi {
     updates: mpsc::UnboundedReceiver<ApiUpdate>,
     /// Whether the upstream Service is looked up (its IP was not in the environment).
-    pub follows_service: bool,
-    /// Which ConfigMaps are watched: (template, kube-dns).
-    watched: (bool, bool),
+    follows_service: bool,
+    /// Whether reading it has failed since the last time it was read.
+    service_lost: bool,
+    /// Which objects are watched: (template, kube-dns, upstream Service).
+    watched: (bool, bool, bool),
 }
 
 impl KubeApi {
-    /// The API's first report on each watched ConfigMap (its content, or that the API cannot
-    /// be reached), waited for at most [`FIRST_REPORTS_WAIT`]: the first Corefile is rendered
+    /// The API's first report on each watched object (its content, or that the API cannot be
+    /// reached), waited for at most [`FIRST_REPORTS_WAIT`]: the first Corefile is rendered
     /// from the newer source instead of from the lagging volume and again a moment later.
     pub async fn first_reports(&mut self) -> Vec<ApiUpdate> {
         let deadline = tokio::time::Instant::now() + FIRST_REPORTS_WAIT;
-        let (mut template, mut kube_dns) = (!self.watched.0, !self.watched.1);
+        let (mut template, mut kube_dns, mut service) =
+            (!self.watched.0, !self.watched.1, !self.watched.2);
         let mut reports = Vec::new();
-        while !(template && kube_dns) {
+        while !(template && kube_dns && service) {
             match tokio::time::timeout_at(deadline, self.updates.recv()).await {
                 Ok(Some(update)) => {
+                    self.saw(&update);
                     match update {
                         ApiUpdate::Template(_) | ApiUpdate::TemplateLost => template = true,
                         ApiUpdate::KubeDns(_) | ApiUpdate::KubeDnsLost => kube_dns = true,
-                        ApiUpdate::ClusterDns(_) => {}
+                        ApiUpdate::ClusterDns(_) | ApiUpdate::ServiceLost => service = true,
                     }
                     reports.push(update);
                 }
@@ -97,6 +103,22 @@ impl KubeApi {
         }
         reports
     }
+
+    fn saw(&mut self, update: &ApiUpdate) {
+        match update {
+            ApiUpdate::ServiceLost => self.service_lost = true,
+            ApiUpdate::ClusterDns(_) => self.service_lost = false,
+            _ => {}
+        }
+    }
+
+    /// Whether the upstream Service's address may still come from the API: it is followed,
+    /// and reading it has not failed (a Service not created yet is waited for; a 403 is not,
+    /// so a pod without RBAC fails as upstream's does and kubelet's restart brings the
+    /// variable).
+    pub fn may_tell_service(&self) -> bool {
+        self.follows_service && !self.service_lost
+    }
 }
 
 /// Every report waiting, at least one; pending forever without an API. Cancel-safe.
@@ -110,6 +132,9 @@ pub async fn next(api: &mut Option<KubeApi>) -> Vec<ApiUpdate> {
     let mut all = vec![first];
     while let Ok(more) = api.updates.try_recv() {
         all.push(more);
+    }
+    for update in &all {
+        api.saw(update);
     }
     all
 }
@@ -188,21 +213,21 @@ pub async fn start(
         tracing::info!(service = %format!("{ns}/{name}"), "following the upstream Service through the API");
         let services: Api<Service> = Api::namespaced(client, &ns);
         tokio::spawn(watch(services, name, health, move |seen| match seen {
-            // A deleted Service keeps its last address serving until it is recreated.
-            Seen::Now(svc) => match svc.and_then(cluster_ip) {
-                Some(ip) => tx.send(ApiUpdate::ClusterDns(ip)).is_ok(),
-                None => !tx.is_closed(),
-            },
-            Seen::Lost => !tx.is_closed(),
+            Seen::Now(svc) => tx
+                .send(ApiUpdate::ClusterDns(svc.and_then(cluster_ip)))
+                .is_ok(),
+            Seen::Lost => tx.send(ApiUpdate::ServiceLost).is_ok(),
         }));
     }
     tracing::info!(%namespace, "watching the Corefile's ConfigMaps through the Kubernetes API");
     Some(KubeApi {
         updates,
         follows_service,
+        service_lost: false,
         watched: (
             !config.base_corefile_configmap.is_empty(),
             !config.kube_dns_configmap.is_empty(),
+            follows_service,
         ),
     })
 }
