@@ -57,6 +57,8 @@ run kubectl delete service node-local-dns "${ns[@]}"
 run kubectl delete service kube-dns-upstream "${ns[@]}"
 run kubectl delete configmap node-local-dns "${ns[@]}"
 run kubectl delete serviceaccount node-local-dns "${ns[@]}"
+run kubectl delete rolebinding node-local-dns "${ns[@]}"
+run kubectl delete role node-local-dns "${ns[@]}"
 
 cat >&2 <<'EOF'
 hack/uninstall.sh: done. Each node-cache removed its rules and interface on SIGTERM. A node
