@@ -11,6 +11,8 @@
 mod client;
 mod freshness;
 mod inputs;
+#[cfg(test)]
+mod tests;
 mod upstream_svc;
 mod watch;
 
