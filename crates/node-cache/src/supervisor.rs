@@ -116,7 +116,12 @@ async fn supervise(config: Config) -> Result<ExitCode> {
     );
 
     let (cluster_dns, follow) = upstream(&config)?;
-    let mut api = kube_api::start(&config.kube, follow, &Environment::process()).await;
+    // The API mirrors what is mounted: no kube-dns ConfigMap volume, no kube-dns ConfigMap.
+    let mut kube = config.kube.clone();
+    if config.kubednscm.is_none() {
+        kube.kube_dns_configmap.clear();
+    }
+    let mut api = kube_api::start(&kube, follow, &Environment::process()).await;
     let mut corefile = CorefileSync::new(&config, cluster_dns, metrics.clone());
     if let Some(api) = &mut api {
         corefile.apply_api(api.first_reports().await);

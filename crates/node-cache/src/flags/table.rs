@@ -148,7 +148,7 @@ flags! {
          -basecorefile only";
     KubeDnsConfigMap "kubednsconfigmap": STRING, "kube-dns", Ours,
         "kube-dns ConfigMap (pod's namespace: stubDomains, upstreamNameservers, federations) \
-         watched; empty: -kubednscm only";
+         watched when one is mounted (-kubednscm); empty: -kubednscm only";
     Conf "conf": STRING, "", CoreDns,
         "CoreDNS: the Corefile to load; here, the path the rendered Corefile is written to";
     Pidfile "pidfile": STRING, "", CoreDns,
