@@ -30,10 +30,13 @@ version: ## Print the version stamped into builds
 
 build: build-$(ARCH) ## Build bin/$(ARCH)/node-cache (release)
 
+# The binary is replaced by a rename, never rewritten in place: a running node-cache keeps
+# its old file (no "Text file busy").
 build-%: ## Build bin/ARCH/node-cache for one ARCH (other arches: static cross build, or one line naming what is missing)
 	$(Q)if [ "$*" = amd64 ] && [ "$$(uname -m)" = x86_64 ]; then \
 	  $(CARGO) build --release --locked -p node-cache; \
-	  mkdir -p bin/amd64; cp target/release/node-cache bin/amd64/node-cache; \
+	  mkdir -p bin/amd64; \
+	  cp target/release/node-cache bin/amd64/.node-cache.tmp && mv -f bin/amd64/.node-cache.tmp bin/amd64/node-cache; \
 	else \
 	  images/node-cache/build-node-cache.sh $* bin/$*; \
 	fi; \

@@ -70,5 +70,7 @@ export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static"
 cd "$root"
 cargo build --release --locked -p node-cache --target "$triple"
 mkdir -p "$out"
-cp "$CARGO_TARGET_DIR/$triple/release/node-cache" "$out/node-cache"
+# A rename, so a running copy of the old binary is never written to ("Text file busy").
+cp "$CARGO_TARGET_DIR/$triple/release/node-cache" "$out/.node-cache.tmp"
+mv -f "$out/.node-cache.tmp" "$out/node-cache"
 echo "$out/node-cache"

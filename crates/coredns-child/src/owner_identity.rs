@@ -89,7 +89,14 @@ fn as_owner_of<T: Send>(
     how: Switch,
     work: impl FnOnce() -> io::Result<T> + Send,
 ) -> io::Result<T> {
-    let owner = owner_of(pid)?;
+    as_identity(owner_of(pid)?, how, work)
+}
+
+fn as_identity<T: Send>(
+    owner: Owner,
+    how: Switch,
+    work: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
     if is_us(owner) {
         return work();
     }
@@ -99,7 +106,7 @@ fn as_owner_of<T: Send>(
                 // Without CAP_SETUID/SETGID the switch fails; the work may still succeed with
                 // CAP_SYS_PTRACE, and its own error is the one worth reporting.
                 if let Err(e) = switch_thread(owner, how) {
-                    tracing::debug!(pid, "cannot act as CoreDNS's user: {e}");
+                    tracing::debug!(uid = owner.uid, "cannot act as CoreDNS's user: {e}");
                 }
                 work()
             })
@@ -115,6 +122,19 @@ pub(crate) fn reading_as_owner_of<T: Send>(
     work: impl FnOnce() -> io::Result<T> + Send,
 ) -> io::Result<T> {
     as_owner_of(pid, Switch::Filesystem, work)
+}
+
+/// Whether `user` may open `path` for reading, every directory on the way included: a
+/// Corefile CoreDNS cannot read makes it exit at once, and its own message does not say
+/// which user it ran as.
+pub fn readable_by(user: crate::ChildUser, path: &std::path::Path) -> io::Result<()> {
+    let identity = Owner {
+        uid: user.uid,
+        gid: user.gid,
+    };
+    as_identity(identity, Switch::Filesystem, || {
+        std::fs::File::open(path).map(drop)
+    })
 }
 
 /// Runs `work` on a thread with the real ids of process `pid`'s owner: duplicating its
@@ -136,6 +156,28 @@ mod tests {
         let ran_on =
             reading_as_owner_of(std::process::id(), || Ok(std::thread::current().id())).unwrap();
         assert_eq!(ran_on, me);
+    }
+
+    #[test]
+    fn a_directory_closed_to_the_user_makes_its_files_unreadable() {
+        let dir = std::env::temp_dir().join(format!("readable-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("Corefile");
+        std::fs::write(&file, ".:53 {}\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let nobody = crate::ChildUser {
+            uid: 65532,
+            gid: 65532,
+        };
+        let running_as_root = owner_of(std::process::id()).is_ok_and(|us| us.uid == 0);
+        readable_by(nobody, &file).expect("a world-readable file");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let closed = readable_by(nobody, &file);
+        std::fs::remove_dir_all(&dir).unwrap();
+        if running_as_root {
+            assert_eq!(closed.unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::output::{pass_through, ReloadOutcome};
 use crate::privileges::{drop_to, ChildUser};
@@ -25,7 +26,13 @@ pub struct CorednsChild {
     pid: u32,
     status: Option<ExitStatus>,
     reload_outcomes: mpsc::UnboundedReceiver<ReloadOutcome>,
+    /// The tasks copying its stdout and stderr to ours.
+    output: Vec<JoinHandle<()>>,
 }
+
+/// How long an exit waits for the child's last output: a crash loop must show its reason,
+/// but a grandchild holding the pipe must not delay the restart.
+const LAST_OUTPUT_WAIT: Duration = Duration::from_millis(200);
 
 impl CorednsChild {
     /// Starts `binary args...` with exactly the environment `env`, as `user` when given (see
@@ -71,15 +78,20 @@ impl CorednsChild {
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", binary.display())))?;
         let (outcomes_tx, reload_outcomes) = mpsc::unbounded_channel();
+        let mut output = Vec::new();
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(pass_through(
+            output.push(tokio::spawn(pass_through(
                 stdout,
                 tokio::io::stdout(),
                 outcomes_tx.clone(),
-            ));
+            )));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(pass_through(stderr, tokio::io::stderr(), outcomes_tx));
+            output.push(tokio::spawn(pass_through(
+                stderr,
+                tokio::io::stderr(),
+                outcomes_tx,
+            )));
         }
         let pid = child
             .id()
@@ -89,7 +101,21 @@ impl CorednsChild {
             pid,
             status: None,
             reload_outcomes,
+            output,
         })
+    }
+
+    /// Lets the output tasks copy what the child wrote before it exited (its fatal line often
+    /// has no trailing newline and arrives after the exit is seen), so it precedes our
+    /// "CoreDNS exited" line.
+    async fn drain_output(&mut self) {
+        let tasks = std::mem::take(&mut self.output);
+        let _ = tokio::time::timeout(LAST_OUTPUT_WAIT, async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        })
+        .await;
     }
 
     /// The next thing the child tells us: a reload outcome from its log (see
@@ -105,6 +131,7 @@ impl CorednsChild {
                 if let Ok(s) = &status {
                     self.status = Some(*s);
                 }
+                self.drain_output().await;
                 ChildEvent::Exited(status)
             }
         }

@@ -106,6 +106,15 @@ pub struct ChildSupervisor {
 impl ChildSupervisor {
     /// Starts CoreDNS (a failed start is retried like an exit).
     pub fn start(spec: Spec) -> Self {
+        if let Some(user) = spec.user {
+            if let Err(e) = crate::owner_identity::readable_by(user, &spec.corefile) {
+                tracing::error!(
+                    path = %spec.corefile.display(),
+                    uid = user.uid,
+                    "CoreDNS's user cannot read the Corefile ({e}); CoreDNS will exit at once"
+                );
+            }
+        }
         let mut supervisor = Self {
             spec,
             state: State::Stopped,
