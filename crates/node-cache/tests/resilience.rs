@@ -290,11 +290,12 @@ fn crash_loop_fails_open_to_kube_dns_and_recovers() -> Result<()> {
     let node = Node::addon(NODE_CACHE)?;
     let mut run = node.agent().start()?;
     let good = addon_corefile_iptables_mode()?;
-    // A template CoreDNS refuses at startup (a reload keeps the old config; a start fails).
+    // A template CoreDNS refuses at startup (a reload keeps the old config; a start fails):
+    // plugins it has (node-cache refuses unknown ones itself), an argument it rejects.
     let rendered_at = modified(&node.files.conf);
     std::fs::write(
         &node.files.base,
-        format!("{good}\nbroken.test:53 {{\n    nosuchplugin\n}}\n"),
+        format!("{good}\nbroken.test:53 {{\n    forward . not-an-ip\n}}\n"),
     )?;
     // Polled with stat only: reading a file in a watched directory is itself a file event.
     wait_until(
@@ -302,7 +303,7 @@ fn crash_loop_fails_open_to_kube_dns_and_recovers() -> Result<()> {
         Duration::from_secs(5),
         || {
             Ok(modified(&node.files.conf) != rendered_at
-                && read(&node.files.conf).contains("nosuchplugin"))
+                && read(&node.files.conf).contains("not-an-ip"))
         },
     )
     .with_context(|| {
