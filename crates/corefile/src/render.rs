@@ -76,7 +76,10 @@ pub fn render(
 /// The environment variable kubelet sets to a Service's ClusterIP:
 /// `kube-dns-upstream` → `KUBE_DNS_UPSTREAM_SERVICE_HOST`.
 pub fn service_host_env(svc: &str) -> String {
-    format!("{}_SERVICE_HOST", svc.replace('-', "_").to_uppercase())
+    // `namespace/name` (-upstreamsvc's API form): kubelet names the variable after the
+    // Service's name alone.
+    let name = svc.rsplit('/').next().unwrap_or(svc);
+    format!("{}_SERVICE_HOST", name.replace('-', "_").to_uppercase())
 }
 
 fn cluster_dns(params: &RenderParams) -> Result<IpAddr, RenderError> {
@@ -166,6 +169,10 @@ mod tests {
             "KUBE_DNS_UPSTREAM_SERVICE_HOST"
         );
         assert_eq!(service_host_env("kube-dns"), "KUBE_DNS_SERVICE_HOST");
+        assert_eq!(
+            service_host_env("kube-system/kube-dns-upstream"),
+            "KUBE_DNS_UPSTREAM_SERVICE_HOST"
+        );
     }
 
     #[test]
