@@ -67,6 +67,26 @@ impl PacketFilter for DualStack {
         Ok(total)
     }
 
+    fn retain(&self, keep: &[Rule], all: &[Rule]) -> Result<usize, Vec<FilterError>> {
+        let ((keep4, keep6), (all4, all6)) = (Self::split(keep), Self::split(all));
+        let mut removed = 0;
+        let mut errors = Vec::new();
+        for (backend, keep, all) in [(&*self.v4, keep4, all4), (&*self.v6, keep6, all6)] {
+            if all.is_empty() {
+                continue;
+            }
+            match backend.retain(&keep, &all) {
+                Ok(n) => removed += n,
+                Err(e) => errors.extend(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(removed)
+        } else {
+            Err(errors)
+        }
+    }
+
     fn remove(&self, rules: &[Rule]) -> Result<usize, Vec<FilterError>> {
         let (v4, v6) = Self::split(rules);
         let mut removed = 0;

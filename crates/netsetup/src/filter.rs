@@ -75,4 +75,9 @@ pub trait PacketFilter: Send + Sync {
     fn check(&self, rules: &[Rule]) -> Result<CheckReport, FilterError>;
     /// Removes every copy of each rule; keeps going after a failure and returns every error.
     fn remove(&self, rules: &[Rule]) -> Result<usize, Vec<FilterError>>;
+    /// Of node-cache's rules `all`, leaves only `keep` in place; returns how many went.
+    fn retain(&self, keep: &[Rule], all: &[Rule]) -> Result<usize, Vec<FilterError>> {
+        let gone: Vec<Rule> = all.iter().filter(|r| !keep.contains(r)).cloned().collect();
+        self.remove(&gone)
+    }
 }

@@ -203,6 +203,14 @@ impl PacketFilter for NftBackend {
         Ok(self.compare_with_table(rules)?.report)
     }
 
+    /// The table replaced by one holding `keep` only, in one atomic batch (its `remove`
+    /// deletes the whole table).
+    fn retain(&self, keep: &[Rule], all: &[Rule]) -> Result<usize, Vec<FilterError>> {
+        self.ensure(keep)
+            .map(|_| all.len().saturating_sub(keep.len()))
+            .map_err(|e| vec![e])
+    }
+
     /// Deletes the whole table (whatever `rules` says: only we write to it) and returns how
     /// many rules it held. An absent table is nothing to do.
     fn remove(&self, _rules: &[Rule]) -> Result<usize, Vec<FilterError>> {

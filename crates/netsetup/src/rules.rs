@@ -136,6 +136,12 @@ impl Rule {
         self.ip
     }
 
+    /// Whether the rule matches DNS queries on their way to the cache (`-d IP --dport P`), as
+    /// opposed to its answers on their way out (`-s IP --sport P`) or health checks.
+    pub fn matches_queries_to(&self, dns_port: u16) -> bool {
+        self.end == End::Destination && self.port == dns_port
+    }
+
     pub fn comment(&self) -> &'static str {
         self.target.comment()
     }

@@ -2,7 +2,7 @@
 //! local IPs and the packet-filter rules. Errors are counted under upstream's metric labels.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use netsetup::{node_cache_rules, select, Interface, PacketFilter, Rule};
@@ -10,7 +10,15 @@ use netsetup::{node_cache_rules, select, Interface, PacketFilter, Rule};
 use crate::flags::Config;
 use crate::metrics::{ErrorType, Metrics};
 
+/// How long an insert waits for another instance's; then it goes ahead (a duplicate rule is
+/// better than none, and teardown removes every copy).
+const ENSURE_LOCK_WAIT: Duration = Duration::from_secs(5);
+
 pub struct NodeNetwork {
+    /// `-interfacename`: also names the node-wide lock the instances share.
+    interface_name: String,
+    /// `-dns.port`: which rules match queries.
+    dns_port: u16,
     interface: Option<Interface>,
     filter: Option<Arc<dyn PacketFilter>>,
     rules: Arc<Vec<Rule>>,
@@ -35,6 +43,8 @@ impl NodeNetwork {
             None
         };
         Ok(Self {
+            interface_name: config.interface_name.clone(),
+            dns_port: config.dns_port,
             interface,
             filter,
             rules: Arc::new(node_cache_rules(
@@ -80,6 +90,9 @@ impl NodeNetwork {
         };
         let rules = self.rules.clone();
         let started = Instant::now();
+        // Two instances starting together (the HA pair) would both find no rule and both
+        // insert all of them: check-then-insert runs under the peers' node-wide lock.
+        let _lock = crate::peers::lock(&self.interface_name, ENSURE_LOCK_WAIT).await;
         let result = tokio::task::spawn_blocking(move || filter.ensure(&rules)).await?;
         match result {
             Ok(report) if report.inserted > 0 => {
@@ -102,6 +115,39 @@ impl NodeNetwork {
             Err(e) => {
                 self.metrics.setup_error(ErrorType::from(&e));
                 Err(e.into())
+            }
+        }
+    }
+
+    /// Stops diverting queries to us: the rules that match queries go, those that keep our
+    /// CoreDNS's answers untracked stay until it has stopped. Without them an answer to a
+    /// query from before would create a conntrack entry that the pod's next query (same
+    /// source port) matches, bypassing kube-proxy's DNAT to a CoreDNS that is gone.
+    pub async fn stop_diverting(&self) -> bool {
+        let Some(filter) = self.filter.clone() else {
+            return true;
+        };
+        let all = self.rules.clone();
+        let keep: Vec<Rule> = all
+            .iter()
+            .filter(|r| !r.matches_queries_to(self.dns_port))
+            .cloned()
+            .collect();
+        match tokio::task::spawn_blocking(move || filter.retain(&keep, &all)).await {
+            Ok(Ok(removed)) => {
+                tracing::info!(removed, "query rules removed; queries go to kube-dns again");
+                true
+            }
+            Ok(Err(errors)) => {
+                for e in errors {
+                    self.metrics.setup_error(ErrorType::from(&e));
+                    tracing::error!("removing the query rules: {e}");
+                }
+                false
+            }
+            Err(e) => {
+                tracing::error!("rule removal task failed: {e}");
+                false
             }
         }
     }

@@ -291,9 +291,10 @@ impl<'a> Serving<'a> {
     }
 
     /// After the drain: stops CoreDNS and, unless `-skipteardown`, takes the node state down
-    /// when we are the last instance: the rules first (pods reach kube-dns through kube-proxy
-    /// again while our CoreDNS still answers what is in flight), then CoreDNS, then the
-    /// interface. Returns whether everything that should go went.
+    /// when we are the last instance: the rules that divert queries first (pods reach kube-dns
+    /// through kube-proxy again while our CoreDNS still answers what is in flight), then
+    /// CoreDNS, then the rest of the rules, then the interface. Returns whether everything
+    /// that should go went.
     pub async fn leave(&mut self) -> bool {
         if self.config.skip_teardown {
             self.stop_child().await;
@@ -309,9 +310,10 @@ impl<'a> Serving<'a> {
         }
         // Held to the end: nobody registers between our look and the interface going.
         let _lock = lock;
-        let rules = self.network.remove_rules().await;
+        let diverted = self.network.stop_diverting().await;
         self.stop_child().await;
-        rules & self.network.remove_interface().await
+        let rules = self.network.remove_rules().await;
+        diverted & rules & self.network.remove_interface().await
     }
 
     async fn stop_child(&mut self) {

@@ -141,10 +141,10 @@ pub fn delete_last(node: &Node, capabilities: Capabilities) -> Result<LoadReport
     load.run_for(Duration::from_millis(500))?;
     let report = load.stop()?;
     let log = agent.log();
-    let (rules, stopped) = (log.find("rules removed"), log.find("CoreDNS stopped"));
+    let (queries, stopped) = (log.find("query rules removed"), log.find("CoreDNS stopped"));
     ensure!(
-        matches!((rules, stopped), (Some(r), Some(s)) if r < s),
-        "the rules must go before CoreDNS stops:\n{log}"
+        matches!((queries, stopped), (Some(q), Some(s)) if q < s),
+        "the rules diverting queries must go before CoreDNS stops:\n{log}"
     );
     node.check_clean("after the last one out")?;
     Ok(report)

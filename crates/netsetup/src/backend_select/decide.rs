@@ -16,6 +16,17 @@ pub struct XtablesState {
     pub kubelet_chains: bool,
     /// Rules carrying node-cache's comments.
     pub ours: usize,
+    /// Rules in kube-proxy's chains (`KUBE-*` but kubelet's): kube-proxy runs in this mode.
+    pub kube_proxy_rules: usize,
+}
+
+/// kubelet's chains: they exist in every mode kubelet has seen, whatever kube-proxy does.
+const KUBELET_CHAINS: [&str; 3] = ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY", "KUBE-FIREWALL"];
+
+fn is_kube_proxy_rule(line: &str) -> bool {
+    line.strip_prefix("-A ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .is_some_and(|chain| chain.starts_with("KUBE-") && !KUBELET_CHAINS.contains(&chain))
 }
 
 impl XtablesState {
@@ -26,6 +37,9 @@ impl XtablesState {
                 self.rules += 1;
                 if line.contains(COMMENT_SKIP_CONNTRACK) || line.contains(COMMENT_ALLOW_TRAFFIC) {
                     self.ours += 1;
+                }
+                if is_kube_proxy_rule(line) {
+                    self.kube_proxy_rules += 1;
                 }
             } else if line.starts_with(":KUBE-IPTABLES-HINT ")
                 || line.starts_with(":KUBE-KUBELET-CANARY ")
@@ -61,7 +75,8 @@ pub struct Observed {
 /// The mode `auto` chose, by the sign that chose it; its `Display` is the reason for the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// kube-proxy's nftables tables and no iptables rule in either mode.
+    /// kube-proxy's nftables tables and no kube-proxy iptables rule in either mode (a CNI
+    /// plugin's or kubelet's iptables rules do not count: they exist in every kube-proxy mode).
     KubeProxyNftables,
     /// kubelet's canary chains in `mode`; `also_legacy`: in iptables-legacy too.
     KubeletChains { mode: Mode, also_legacy: bool },
@@ -91,9 +106,9 @@ impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const NO_KUBE: &str = "no kubernetes rules seen";
         match self {
-            Decision::KubeProxyNftables => {
-                f.write_str("kube-proxy's nftables tables exist and no iptables rules do")
-            }
+            Decision::KubeProxyNftables => f.write_str(
+                "kube-proxy's nftables tables exist and no kube-proxy iptables rules do",
+            ),
             Decision::KubeletChains { mode, also_legacy } => {
                 write!(f, "kubelet's canary chains are in {mode}")?;
                 if *also_legacy {
@@ -171,7 +186,7 @@ pub fn decide(seen: &Observed) -> Result<Decision, Conflict> {
         return Err(Conflict::OursTwice(ours));
     }
 
-    let kube = if nft.kube_proxy && legacy.rules + compat.rules == 0 {
+    let kube = if nft.kube_proxy && legacy.kube_proxy_rules + compat.kube_proxy_rules == 0 {
         Some(Decision::KubeProxyNftables)
     } else if compat.kubelet_chains {
         Some(Decision::KubeletChains {
@@ -216,6 +231,7 @@ mod tests {
             rules,
             kubelet_chains,
             ours,
+            kube_proxy_rules: 0,
         })
     }
 
@@ -263,9 +279,19 @@ mod tests {
             mode(&node(xt(0, false, 0), xt(0, true, 0), nft(true, false))),
             Mode::Nftables
         );
-        // A CNI plugin's iptables rules beside it: stay with iptables, in kubelet's mode.
+        // A CNI plugin's iptables rules beside it (a bridge's masquerade): still nftables,
+        // where kube-proxy's DNAT is.
         assert_eq!(
             mode(&node(xt(0, false, 0), xt(8, true, 0), nft(true, false))),
+            Mode::Nftables
+        );
+        // kube-proxy's own iptables rules (mid-switch, or not cleaned up): kubelet's mode.
+        let mut kube_proxy_left = xt(40, true, 0);
+        if let Some(x) = kube_proxy_left.as_mut() {
+            x.kube_proxy_rules = 30;
+        }
+        assert_eq!(
+            mode(&node(xt(0, false, 0), kube_proxy_left, nft(true, false))),
             Mode::IptablesNft
         );
     }
@@ -350,14 +376,16 @@ mod tests {
         s.add_saved(
             "*mangle\n:PREROUTING ACCEPT [0:0]\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n\
              *raw\n-A OUTPUT -d 10.0.0.1/32 -p udp -m udp --dport 53 -m comment --comment \"NodeLocal DNS Cache: skip conntrack\" -j NOTRACK\n\
-             -A OUTPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n",
+             -A OUTPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n\
+             *nat\n-A KUBE-SERVICES -d 10.96.0.1/32 -j KUBE-SVC-X\n-A KUBE-KUBELET-CANARY -j RETURN\nCOMMIT\n",
         );
         assert_eq!(
             s,
             XtablesState {
-                rules: 2,
+                rules: 4,
                 kubelet_chains: true,
-                ours: 1
+                ours: 1,
+                kube_proxy_rules: 1,
             }
         );
     }
