@@ -114,12 +114,9 @@ coredns_version=${COREDNS_VERSION:-v1.14.7}
 ctx=$work/node-cache-context
 mkdir -p "$ctx"
 NODE_CACHE_VERSION="$version" images/node-cache/build-node-cache.sh amd64 "$ctx" >/dev/null
-image_coredns=$root/.cache/image-coredns/$coredns_version/coredns
-if [ ! -x "$image_coredns" ]; then
-  echo "kube-lab images: building CoreDNS $coredns_version for the image (first run: a few minutes)" >&2
-  images/node-cache/build-coredns.sh amd64 "$coredns_version" "$(dirname "$image_coredns")" >/dev/null
-fi
-cp "$image_coredns" "$ctx/coredns"
+# The image's CoreDNS as hack/image-check.sh takes it: hack/coredns.sh runs the Dockerfile's own
+# Go-stage script with its plugin list (cached by both).
+cp "$(COREDNS_VERSION="$coredns_version" hack/coredns.sh | tail -n1)" "$ctx/coredns"
 # The base's inputs, not its rootfs.tar, which differs on every assembly (directory times).
 h=$(hash_of "$ctx/node-cache" "$ctx/coredns" images/node-cache/Dockerfile images/base-local/* \
   hack/image-base.sh)
