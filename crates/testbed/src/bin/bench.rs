@@ -1,8 +1,11 @@
-//! `make bench`: startup, resilience, handover and packet-filter tables.
+//! `make bench`: startup, footprint, resilience, handover and packet-filter tables.
 //!
 //! Startup: over 5 runs in one throwaway topology, time from spawning node-cache to the first
 //! answer a pod gets and to all rules being in place, measured from outside; the agent's own
 //! figures from its log; the RSS of the supervisor and of CoreDNS; and SIGTERM → exit.
+//!
+//! Footprint (`bench/memory.rs`): RSS of the agent and of CoreDNS idle, after a dnsperf load and
+//! at peak, for node-cache's CoreDNS build and the full release build, beside upstream's.
 //!
 //! Resilience (`bench/resilience.rs`): disturbances under a steady pod query load, the time
 //! until each is dealt with and the pod's failed queries. Handover (`bench/handover.rs`): two
@@ -10,6 +13,8 @@
 
 #[path = "bench/handover.rs"]
 mod handover;
+#[path = "bench/memory.rs"]
+mod memory;
 #[path = "bench/resilience.rs"]
 mod resilience;
 
@@ -167,11 +172,32 @@ fn main() -> Result<()> {
         let (median, min, max) = spread(runs.iter().map(figure).collect());
         println!("| {name:<46} | {median:>9.1} | {min:>9.1} | {max:>9.1} | {unit:<3} |");
     }
-    println!();
-    resilience::table(&node)?;
-    println!();
-    handover::table(&node)?;
-    println!();
-    print!("{}", testbed::firewall_bench::firewall_costs(20)?);
+    // BENCH_ONLY=footprint,resilience,handover,firewall picks the tables after startup's.
+    let only = std::env::var("BENCH_ONLY").ok();
+    let wanted = |table: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|t| t == table))
+    };
+    if wanted("footprint") {
+        println!();
+        let full = std::env::var_os("COREDNS_FULL_BINARY").map(PathBuf::from);
+        let mut builds = vec![("node-cache's CoreDNS", node.topo.coredns.as_path())];
+        if let Some(full) = &full {
+            builds.push(("full release build", full.as_path()));
+        }
+        memory::table(&node.topo, &node.files, &builds)?;
+    }
+    if wanted("resilience") {
+        println!();
+        resilience::table(&node)?;
+    }
+    if wanted("handover") {
+        println!();
+        handover::table(&node)?;
+    }
+    if wanted("firewall") {
+        println!();
+        print!("{}", testbed::firewall_bench::firewall_costs(20)?);
+    }
     Ok(())
 }

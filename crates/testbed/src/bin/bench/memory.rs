@@ -101,6 +101,9 @@ fn one_run(topo: &Topology, binary: &Path, args: &[String], queries: &Path) -> R
     Ok(footprint)
 }
 
+/// A table row: its name, the figure, upstream's figure when there is one.
+type Row = (&'static str, fn(&Footprint) -> f64, Option<f64>);
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
@@ -149,7 +152,7 @@ pub fn table(topo: &Topology, files: &AgentFiles, builds: &[(&str, &Path)]) -> R
         print!("{}|", "-".repeat(26));
     }
     println!("{}|", "-".repeat(17));
-    let rows: [(&str, fn(&Footprint) -> f64, Option<f64>); 10] = [
+    let rows: [Row; 10] = [
         ("agent idle", |f| f.agent_idle, None),
         ("CoreDNS idle", |f| f.coredns_idle, None),
         (
