@@ -22,12 +22,27 @@ step "packages"
   /usr/lib/cni/bridge=containernetworking-plugins conntrack=conntrack nsenter=util-linux \
   envsubst=gettext-base openssl=openssl curl=curl iptables=iptables nft=nftables gcc=gcc
 "$KUBE_LAB_ROOT/hack/image-tools.sh"
-step "binaries"
-"$here/build.sh"
+step "binaries and images"
+# Side by side: each build has long single-threaded stretches (Go's and the LTO link, cgo-free
+# package tails), which the other fills on two cores. Logs go to files; a failure prints its tail.
+mkdir -p "$KUBE_LAB_CACHE"
+"$here/build.sh" >"$KUBE_LAB_CACHE/build.log" 2>&1 &
+build_pid=$!
+images_rc=0
+"$here/images.sh" >"$KUBE_LAB_CACHE/images.log" 2>&1 || images_rc=$?
+build_rc=0
+wait "$build_pid" || build_rc=$?
+for part in build:$build_rc images:$images_rc; do
+  name=${part%%:*} rc=${part#*:}
+  grep -h '^kube-lab \(build\|images\)' "$KUBE_LAB_CACHE/$name.log" || true
+  if [ "$rc" -ne 0 ]; then
+    echo "kube-lab: $name.sh failed (exit $rc); tail of $KUBE_LAB_CACHE/$name.log:" >&2
+    tail -n 30 "$KUBE_LAB_CACHE/$name.log" >&2
+    exit 1
+  fi
+done
 KUBE_LAB_COREDNS=$("$KUBE_LAB_ROOT/hack/coredns.sh" | tail -n1)
 export KUBE_LAB_COREDNS
-step "images"
-"$here/images.sh"
 
 # From here on a failure leaves parts of a lab: take them down again.
 up_failed() {
