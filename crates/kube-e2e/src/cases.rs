@@ -133,6 +133,16 @@ fn pods_resolve(lab: &Lab) -> Result<()> {
     lab.expect_answer("client-local", LOCAL_IP, EXTERNAL_NAME, EXTERNAL_IP)
 }
 
+/// Waits until pods resolve as in 2a: a Service the addon creates (kube-dns-upstream, node-cache's
+/// path to kube-dns) reaches kube-proxy's rules a moment after the apply, and a load started
+/// before that would count kube-proxy's delay against node-cache.
+fn wait_resolving(lab: &Lab) -> Result<()> {
+    wait_for(secs(30), "answers at both local IPs", || {
+        Ok(pods_resolve(lab).is_ok().then_some(()))
+    })
+    .and_then(|_| pods_resolve(lab))
+}
+
 fn restart(lab: &Lab, ds: &str) -> Result<()> {
     lab.kubectl(&["-n", SYSTEM, "rollout", "restart", ds])?;
     Ok(())
@@ -201,6 +211,7 @@ pub fn drop_in(ctx: &Ctx) -> Result<String> {
         let rules_ok = wait_rules(lab, RULES, secs(30));
         let rules_after = t.elapsed();
         let rules = lab.rules()?;
+        let resolving = wait_resolving(lab);
         let load = Load::start(lab, "dropin")?;
         hold(secs(5));
         let steady = load.stop(lab)?;
@@ -210,7 +221,7 @@ pub fn drop_in(ctx: &Ctx) -> Result<String> {
             steady.sent()
         );
         rules_ok.context("upstream's manifest with our image never installed the rules")?;
-        pods_resolve(lab)?;
+        resolving?;
         steady.check_rate()?;
         ensure!(
             steady.failed() == 0,
@@ -654,6 +665,7 @@ pub fn ha_update(ctx: &Ctx) -> Result<String> {
         wait_rules(lab, RULES, secs(30))?;
         lab.only_pod(SEL)?;
         lab.only_pod(SEL_B)?;
+        wait_resolving(lab)?;
         let load = Load::start(lab, "ha")?;
         let steps = roll(lab, DS, SEL).and_then(|_| roll(lab, DS_B, SEL_B));
         hold(secs(2));

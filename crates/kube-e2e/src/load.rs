@@ -52,8 +52,13 @@ impl LoadResult {
                 let mut d = format!("{} {}/{} ({:.0} q/s", s.server, s.failed, s.sent, s.rate());
                 if s.failed > 0 {
                     d.push_str(&format!(
-                        "; timeouts {} bad replies {} send errors {} icmp {}; failed at ms {:?}",
-                        s.timeouts, s.bad_replies, s.send_errors, s.icmp_errors, s.failed_at_ms
+                        "; timeouts {} bad replies {} {} send errors {} icmp {}; failed at ms {:?}",
+                        s.timeouts,
+                        s.bad_replies,
+                        s.bad_kinds,
+                        s.send_errors,
+                        s.icmp_errors,
+                        s.failed_at_ms
                     ));
                 }
                 d.push(')');

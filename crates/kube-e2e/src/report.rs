@@ -21,6 +21,9 @@ pub struct ServerLoad {
     pub duration_ms: u64,
     /// When the first failed queries were sent, in ms since the load started.
     pub failed_at_ms: Vec<u64>,
+    /// The bad replies by kind (an RCODE, or EMPTY for NOERROR without an answer), as
+    /// `KIND:count` joined by commas; empty when there were none.
+    pub bad_kinds: String,
 }
 
 impl ServerLoad {
@@ -32,7 +35,7 @@ impl ServerLoad {
     pub fn to_line(&self) -> String {
         let at: Vec<String> = self.failed_at_ms.iter().map(u64::to_string).collect();
         format!(
-            "server={} sent={} failed={} timeouts={} bad_replies={} send_errors={} icmp_errors={} duration_ms={} failed_at_ms={}",
+            "server={} sent={} failed={} timeouts={} bad_replies={} send_errors={} icmp_errors={} duration_ms={} failed_at_ms={} bad_kinds={}",
             self.server,
             self.sent,
             self.failed,
@@ -41,7 +44,8 @@ impl ServerLoad {
             self.send_errors,
             self.icmp_errors,
             self.duration_ms,
-            if at.is_empty() { "-".into() } else { at.join(",") }
+            if at.is_empty() { "-".into() } else { at.join(",") },
+            if self.bad_kinds.is_empty() { "-" } else { &self.bad_kinds }
         )
     }
 
@@ -66,6 +70,12 @@ impl ServerLoad {
                 "send_errors" => r.send_errors = num()?,
                 "icmp_errors" => r.icmp_errors = num()?,
                 "duration_ms" => r.duration_ms = num()?,
+                "bad_kinds" => {
+                    if value != "-" {
+                        r.bad_kinds = value.to_string();
+                    }
+                    continue;
+                }
                 "failed_at_ms" if value == "-" => {}
                 "failed_at_ms" => {
                     r.failed_at_ms = value
@@ -101,10 +111,12 @@ mod tests {
             icmp_errors: 4,
             duration_ms: 10_000,
             failed_at_ms: vec![10, 20, 30],
+            bad_kinds: "SERVFAIL:1".into(),
         };
         assert_eq!(ServerLoad::parse(&r.to_line()).unwrap(), r);
         let none = ServerLoad {
             failed_at_ms: vec![],
+            bad_kinds: String::new(),
             ..r
         };
         assert_eq!(ServerLoad::parse(&none.to_line()).unwrap(), none);

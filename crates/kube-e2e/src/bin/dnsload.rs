@@ -116,6 +116,7 @@ fn cmd_until(server: &str, zone: &str, want: &str, deadline_s: &str) -> Result<(
 struct Tally {
     in_flight: HashMap<u16, Instant>,
     r: ServerLoad,
+    bad: std::collections::BTreeMap<String, u64>,
 }
 
 impl Tally {
@@ -183,6 +184,12 @@ fn cmd_load(rate: &str, name: &str, stop_file: &str, servers: &[String]) -> Resu
             .map_err(|_| anyhow::anyhow!("receiver panicked"))?;
         let mut t = tally.lock().unwrap();
         t.r.duration_ms = sent.as_millis() as u64;
+        t.r.bad_kinds = t
+            .bad
+            .iter()
+            .map(|(k, n)| format!("{k}:{n}"))
+            .collect::<Vec<_>>()
+            .join(",");
         println!("{}", t.r.to_line());
     }
     Ok(())
@@ -238,6 +245,12 @@ fn receive_loop(
                     if let Some(sent_at) = t.in_flight.remove(&reply.id) {
                         if !reply.is_answer() {
                             t.r.bad_replies += 1;
+                            let kind = if reply.rcode == 0 {
+                                "EMPTY".to_string()
+                            } else {
+                                rcode_name(reply.rcode)
+                            };
+                            *t.bad.entry(kind).or_default() += 1;
                             t.fail(sent_at, start);
                         }
                     }
