@@ -69,39 +69,40 @@ impl PacketFilter for DualStack {
 
     fn retain(&self, keep: &[Rule], all: &[Rule]) -> Result<usize, Vec<FilterError>> {
         let ((keep4, keep6), (all4, all6)) = (Self::split(keep), Self::split(all));
-        let mut removed = 0;
-        let mut errors = Vec::new();
-        for (backend, keep, all) in [(&*self.v4, keep4, all4), (&*self.v6, keep6, all6)] {
-            if all.is_empty() {
-                continue;
-            }
-            match backend.retain(&keep, &all) {
-                Ok(n) => removed += n,
-                Err(e) => errors.extend(e),
-            }
-        }
-        if errors.is_empty() {
-            Ok(removed)
-        } else {
-            Err(errors)
-        }
+        both_families(
+            [(&*self.v4, keep4, all4), (&*self.v6, keep6, all6)]
+                .into_iter()
+                .filter(|(_, _, all)| !all.is_empty())
+                .map(|(backend, keep, all)| backend.retain(&keep, &all)),
+        )
     }
 
     fn remove(&self, rules: &[Rule]) -> Result<usize, Vec<FilterError>> {
         let (v4, v6) = Self::split(rules);
-        let mut removed = 0;
-        let mut errors = Vec::new();
-        for (backend, rules) in self.per_family(&v4, &v6) {
-            match backend.remove(rules) {
-                Ok(n) => removed += n,
-                Err(e) => errors.extend(e),
-            }
+        both_families(
+            self.per_family(&v4, &v6)
+                .map(|(backend, rules)| backend.remove(rules)),
+        )
+    }
+}
+
+/// Removals in each family are tried whatever the other's outcome: the count of rules that
+/// went, or every error.
+fn both_families(
+    results: impl Iterator<Item = Result<usize, Vec<FilterError>>>,
+) -> Result<usize, Vec<FilterError>> {
+    let mut removed = 0;
+    let mut errors = Vec::new();
+    for result in results {
+        match result {
+            Ok(n) => removed += n,
+            Err(e) => errors.extend(e),
         }
-        if errors.is_empty() {
-            Ok(removed)
-        } else {
-            Err(errors)
-        }
+    }
+    if errors.is_empty() {
+        Ok(removed)
+    } else {
+        Err(errors)
     }
 }
 
