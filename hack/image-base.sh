@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Assembles a stand-in for the distroless-iptables base from Debian packages, offline from any
-# container registry: iptables (legacy and nft) with its libraries, dash for the
+# container registry: iptables (legacy and nft) with its libraries, nft (nftables; the real
+# base ships it for kube-proxy's nftables mode, and -firewall-backend=auto/nftables need it to
+# see and write tables), dash for the
 # iptables-wrapper script (images/base-local/iptables-wrapper), /tmp, and distroless' passwd
 # and group entries. Packages come through apt-get download (the machine's own apt sources);
 # dpkg-deb -x runs no package scripts, so the iptables links the alternatives system would make
@@ -20,7 +22,8 @@ debs="$out/debs"
 rootfs="$out/rootfs"
 
 packages=(iptables libip4tc2 libip6tc2 libxtables12 libnftnl11 libmnl0 libnetfilter-conntrack3
-  libnfnetlink0 libc6 libgcc-s1 gcc-12-base netbase dash)
+  libnfnetlink0 libc6 libgcc-s1 gcc-12-base netbase dash
+  nftables libnftables1 libjansson4 libgmp10 libedit2 libbsd0 libmd0 libtinfo6)
 
 mkdir -p "$debs"
 missing=()

@@ -146,6 +146,14 @@ for cmd in iptables ip6tables; do
     fail "$cmd with NET_ADMIN (no kubelet hint: nft)"
   fi
 done
+# nft: -firewall-backend=nftables/auto write and read tables with it, as the real base allows.
+if run --cap-add NET_ADMIN --network "ns:/run/netns/$tag-ipt" --entrypoint /usr/sbin/nft "$image" \
+  add table inet image-check >/dev/null 2>&1 &&
+  ip netns exec "$tag-ipt" nft list tables 2>/dev/null | grep -qx 'table inet image-check'; then
+  pass "nft with NET_ADMIN" "table seen by nft outside"
+else
+  fail "nft with NET_ADMIN"
+fi
 netns "$tag-leg"
 ip netns exec "$tag-leg" iptables-legacy -t mangle -N KUBE-IPTABLES-HINT
 if run --cap-add NET_ADMIN --network "ns:/run/netns/$tag-leg" --entrypoint /usr/sbin/iptables "$image" "${rule[@]}" >/dev/null 2>&1 &&

@@ -3,13 +3,14 @@
 # kube-proxy runs and the kube-dns Service IP, fills manifests/nodelocaldns.yaml's placeholders
 # the way the upstream addon's sed recipes do, sets the image, and applies it.
 #
-#   hack/install.sh [--dry-run] [--ha] [--mode iptables|ipvs] [--kube-dns-ip IP] [--local-ip IP]
+#   hack/install.sh [--dry-run] [--ha] [--mode iptables|nftables|ipvs] [--kube-dns-ip IP] [--local-ip IP]
 #                   [--domain DOMAIN] [--image IMAGE] [--manifest FILE]
 #
 # --dry-run prints the rendered manifests instead of applying them (kubectl is needed only for
 # what is left to detect). Every detected value can be given instead. --ha adds a second
 # DaemonSet, node-local-dns-b, so every node runs two instances and either can be updated
-# while the other serves.
+# while the other serves. In kube-proxy's nftables mode node-cache binds both IPs as in
+# iptables mode and keeps its rules in its own nftables table (-firewall-backend=nftables).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,15 +61,15 @@ need_kubectl() {
 
 # kube-proxy's mode from its ConfigMap (kubeadm's layout); empty means iptables on Linux.
 if [ -z "$mode" ]; then
-  need_kubectl "detect kube-proxy's mode" "--mode iptables|ipvs"
+  need_kubectl "detect kube-proxy's mode" "--mode iptables|nftables|ipvs"
   config="$(kubectl -n kube-system get configmap kube-proxy -o 'jsonpath={.data.config\.conf}' 2>/dev/null || true)"
   mode="$(printf '%s\n' "$config" | sed -n 's/^mode:[[:space:]]*"\{0,1\}\([a-z]*\)"\{0,1\}[[:space:]]*$/\1/p' | head -n1)"
   mode="${mode:-iptables}"
   echo "hack/install.sh: kube-proxy mode: $mode" >&2
 fi
 case "$mode" in
-  iptables | ipvs) ;;
-  *) die "kube-proxy mode '$mode' is not one the addon supports here; pass --mode iptables or --mode ipvs" ;;
+  iptables | nftables | ipvs) ;;
+  *) die "kube-proxy mode '$mode' is not one the addon supports here; pass --mode iptables, nftables or ipvs" ;;
 esac
 
 if [ -z "$kube_dns_ip" ]; then
@@ -92,9 +93,14 @@ fi
 
 # The upstream addon's recipes: in iptables mode node-cache also binds the kube-dns IP; in IPVS
 # mode it binds the link-local IP only and forwards cluster names to kube-dns directly.
+# nftables mode is iptables mode's recipe with node-cache's rules in nftables, beside
+# kube-proxy's tables (not in iptables-nft, which a node without iptables may not have).
 sed_args=(-e "s|__PILLAR__LOCAL__DNS__|$local_ip|g" -e "s|__PILLAR__DNS__DOMAIN__|$domain|g")
-if [ "$mode" = iptables ]; then
+if [ "$mode" != ipvs ]; then
   sed_args+=(-e "s|__PILLAR__DNS__SERVER__|$kube_dns_ip|g")
+  if [ "$mode" = nftables ]; then
+    sed_args+=(-e 's|\(args: \[ "-localip", [^]]*\) \]|\1, "-firewall-backend", "nftables" ]|')
+  fi
 else
   sed_args+=(-e "s|,__PILLAR__DNS__SERVER__||g" -e "s|__PILLAR__CLUSTER__DNS__|$kube_dns_ip|g")
 fi
@@ -102,6 +108,9 @@ if [ -n "$image" ]; then
   sed_args+=(-e "s|^\([[:space:]]*image:[[:space:]]*\).*k8s-dns-node-cache.*$|\1$image|")
 fi
 rendered="$(sed "${sed_args[@]}" "$manifest")"
+if [ "$mode" = nftables ] && ! grep -q '"-firewall-backend", "nftables"' <<<"$rendered"; then
+  die "found no node-cache args line in $manifest to add -firewall-backend nftables to"
+fi
 
 # The HA twin: the DaemonSet document again, with its own name and pod label (disjoint
 # selectors, so neither DaemonSet adopts the other's pods). Everything it mounts and uses is

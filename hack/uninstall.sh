@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Removes NodeLocal DNSCache (the objects of manifests/nodelocaldns.yaml) from the cluster
-# kubectl points at, and explains how each node's state goes away.
+# Removes NodeLocal DNSCache (the objects of manifests/nodelocaldns.yaml and hack/install.sh
+# --ha's twin) from the cluster kubectl points at, and explains how each node's state goes away.
 #
 #   hack/uninstall.sh [--dry-run] [--timeout DURATION]
 #
-# The DaemonSet goes first, and the script waits for its pods to end: each node-cache gets
+# The DaemonSets go first, and the script waits for their pods to end: each node-cache gets
 # SIGTERM and, as its last run, stops CoreDNS, deletes its iptables rules and then the
 # nodelocaldns interface (unless it was started with -skipteardown). Pods using the kube-dns
 # Service IP then reach kube-dns through kube-proxy again. The other objects go after.
@@ -49,9 +49,12 @@ back at the kube-dns Service IP on every node first, or pods lose DNS when node-
 EOF
 
 ns=(--namespace kube-system --ignore-not-found)
-run kubectl delete daemonset node-local-dns "${ns[@]}" --wait=true --timeout="$timeout"
+# Both DaemonSets at once (node-local-dns-b is hack/install.sh --ha's twin): each pod that ends
+# last on its node removes the node's rules and interface, whichever DaemonSet it belongs to.
+run kubectl delete daemonset node-local-dns node-local-dns-b "${ns[@]}" --wait=true --timeout="$timeout"
 # With no pod left kubectl wait reports "no matching resources": that is the goal, not an error.
-run kubectl wait pods --namespace kube-system --selector k8s-app=node-local-dns --for=delete --timeout="$timeout" ||
+run kubectl wait pods --namespace kube-system --selector 'k8s-app in (node-local-dns,node-local-dns-b)' \
+  --for=delete --timeout="$timeout" ||
   echo "hack/uninstall.sh: (no node-local-dns pod left to wait for, or the wait timed out)" >&2
 run kubectl delete service node-local-dns "${ns[@]}"
 run kubectl delete service kube-dns-upstream "${ns[@]}"
