@@ -2,8 +2,8 @@
 
 use anyhow::{ensure, Context, Result};
 
-use super::{install, node_clean, pods_resolve, secs, then_remove, wait_pods, DS, ROLLOUT, SEL};
-use crate::lab::{wait_for, KUBERNETES_IP, KUBERNETES_NAME, KUBE_DNS_IP, SYSTEM};
+use super::{install, node_clean, secs, then_remove, wait_pods, wait_resolving, DS, ROLLOUT, SEL};
+use crate::lab::{wait_for, Lab, KUBERNETES_IP, KUBERNETES_NAME, KUBE_DNS_IP, SYSTEM};
 use crate::Ctx;
 
 /// 2h: kube-proxy in nftables mode; node-cache with -firewall-backend=auto chooses its own
@@ -28,52 +28,56 @@ pub fn nftables(ctx: &Ctx) -> Result<String> {
                 .is_ok()
                 .then_some(()))
         })?;
-        // hack/install.sh's own detection first; where it does not know nftables mode,
-        // upstream's iptables recipe is the one for it (node-cache binds the kube-dns IP).
-        let detected = lab.script("hack/install.sh", &["--dry-run", "--image", &lab.image])?;
-        let said = String::from_utf8_lossy(&detected.stderr)
+        // hack/install.sh detects the mode from kube-proxy's ConfigMap and renders iptables
+        // mode's recipe with -firewall-backend nftables.
+        let said = install(lab, &[])?;
+        let said = said
             .lines()
-            .find(|l| l.contains("mode"))
+            .find(|l| l.contains("kube-proxy mode"))
             .unwrap_or_default()
             .trim()
             .to_string();
-        let how = if detected.status.success() {
-            install(lab, &[])?;
-            "detected"
-        } else {
-            install(lab, &["--mode", "iptables"])?;
-            "refused, so --mode iptables"
-        };
+        ensure!(
+            said.ends_with("kube-proxy mode: nftables"),
+            "hack/install.sh did not detect nftables mode: {said:?}"
+        );
+        lab.rollout_status(DS, ROLLOUT)?;
+        let installed = served_from_the_table(lab)?;
+        // The same pods with -firewall-backend=auto: it must find kube-proxy's table itself.
+        let args = lab.kubectl(&[
+            "-n",
+            SYSTEM,
+            "get",
+            DS,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].args}",
+        ])?;
+        let args: Vec<String> =
+            serde_json::from_str(&args).with_context(|| format!("node-cache's args {args:?}"))?;
+        let at = args
+            .iter()
+            .position(|a| a == "-firewall-backend")
+            .context("hack/install.sh's nftables recipe has no -firewall-backend")?;
+        let patch = format!(
+            "[{{\"op\":\"replace\",\"path\":\"/spec/template/spec/containers/0/args/{}\",\"value\":\"auto\"}}]",
+            at + 1
+        );
         lab.kubectl(&[
-            "-n", SYSTEM, "patch", DS, "--type=json",
-            "-p=[{\"op\":\"add\",\"path\":\"/spec/template/spec/containers/0/args/-\",\"value\":\"-firewall-backend=auto\"}]",
+            "-n",
+            SYSTEM,
+            "patch",
+            DS,
+            "--type=json",
+            &format!("-p={patch}"),
         ])?;
         lab.rollout_status(DS, ROLLOUT)?;
         wait_pods(lab, SEL, 1)?;
-        let backend_line = || {
-            lab.kubectl(&["-n", SYSTEM, "logs", DS])
-                .ok()
-                .and_then(|l| {
-                    l.lines()
-                        .find(|l| l.contains("-firewall-backend"))
-                        .map(|l| l.trim().to_string())
-                })
-                .unwrap_or_else(|| "(no -firewall-backend line in node-cache's log)".into())
-        };
-        wait_for(secs(30), "node-cache's nftables table", || {
-            Ok(lab.nft_table()?.then_some(()))
-        })
-        .with_context(|| format!("node-cache chose: {}", backend_line()))?;
-        let rules = lab.rules()?;
+        let auto = served_from_the_table(lab)?;
         ensure!(
-            rules == 0,
-            "{rules} iptables rules besides the nftables table"
+            auto.contains("-firewall-backend=auto: table inet node-local-dns"),
+            "auto did not choose nftables: {auto}"
         );
-        pods_resolve(lab)?;
-        let why = backend_line();
-        Ok(format!(
-            "hack/install.sh in nftables mode: {said:?} ({how}); table inet node-local-dns, 0 iptables rules, pods resolve at both IPs; node-cache: {why}"
-        ))
+        Ok(format!("{said}; installed: {installed}; with auto: {auto}"))
     })();
     let removed = then_remove(lab, "2h", outcome);
     let back = switch("iptables");
@@ -86,4 +90,30 @@ pub fn nftables(ctx: &Ctx) -> Result<String> {
     };
     println!("{ipvs}");
     Ok(detail)
+}
+
+/// Waits for node-cache's nftables table, then checks that no iptables rule of ours exists and
+/// that pods resolve as in 2a; returns the line in which node-cache named its backend.
+fn served_from_the_table(lab: &Lab) -> Result<String> {
+    let backend_line = || {
+        lab.kubectl(&["-n", SYSTEM, "logs", DS])
+            .ok()
+            .and_then(|l| {
+                l.lines()
+                    .find(|l| l.contains("-firewall-backend"))
+                    .map(|l| l.trim().to_string())
+            })
+            .unwrap_or_else(|| "(no -firewall-backend line in node-cache's log)".into())
+    };
+    wait_for(secs(30), "node-cache's nftables table", || {
+        Ok(lab.nft_table()?.then_some(()))
+    })
+    .with_context(|| format!("node-cache chose: {}", backend_line()))?;
+    let rules = lab.rules()?;
+    ensure!(
+        rules == 0,
+        "{rules} iptables rules besides the nftables table"
+    );
+    wait_resolving(lab)?;
+    Ok(backend_line())
 }
