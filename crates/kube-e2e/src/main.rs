@@ -1,4 +1,5 @@
-//! The addon's end-to-end cases in the one-node lab (issue 10, 2a-2h; issue 16's four lines).
+//! The addon's end-to-end cases in the one-node lab (issue 10: 2a-2h; issue 15: 2i, Helm;
+//! issue 16's four lines).
 //! Run by `make kube-e2e` (hack/kube-lab/e2e.sh), which brings the lab up, sets KUBE_LAB_* and
 //! takes the lab down afterwards. KUBE_E2E_CASES=2a,2f runs only those (setup always runs).
 //!
@@ -70,6 +71,11 @@ fn main() {
             "2c-ha",
             "HA pair updated one DaemonSet at a time under load",
             cases::ha_update,
+        ),
+        (
+            "2i",
+            "Helm: install --wait, upgrade under load, uninstall",
+            cases::helm_chart,
         ),
         (
             "2h",

@@ -5,12 +5,14 @@
 
 mod config;
 mod faults;
+mod helm;
 mod install;
 mod nftables;
 mod rollouts;
 
 pub use config::config_maps;
 pub use faults::{kills, uninstall_under_load};
+pub use helm::helm_chart;
 pub use install::{drop_in, install_case, setup};
 pub use nftables::nftables;
 pub use rollouts::{ha_update, ready_means_serving, surge_rollouts};
