@@ -16,8 +16,9 @@ if [ -e "/run/netns/$NS" ] || [ -e "$S" ]; then
   echo "kube-e2e: a lab is already up; make kube-down first (kube-e2e runs in a fresh one)" >&2
   exit 1
 fi
-# Built before the lab is up, so a compile error costs no cluster start.
+# Built before the lab is up, so a compile error costs no cluster start; Helm (case 2i) too.
 cargo build -q --locked -p kube-e2e --bin kube-e2e
+"$KUBE_LAB_ROOT/hack/helm.sh" >/dev/null
 summary="kube-e2e: 0 passed, 1 failed; surge rollout failed/sent not measured (the lab did not come up)"
 rc=1
 finish() {

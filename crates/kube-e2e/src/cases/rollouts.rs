@@ -11,10 +11,10 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 use super::{
-    hold, install, node_clean, pods_resolve, roll, secs, then_remove, wait_resolving, wait_rules,
-    DS, DS_B, ROLLOUT, RULES, SEL, SEL_B,
+    hold, install, node_clean, pods_resolve, restart, roll, secs, then_remove, wait_pods,
+    wait_resolving, wait_rules, DS, DS_B, ROLLOUT, RULES, SEL, SEL_B,
 };
-use crate::lab::{pids_named, Lab, Pod, KUBE_DNS_IP, LOCAL_IP, SYSTEM};
+use crate::lab::{pids_named, wait_for, Lab, Pod, KUBE_DNS_IP, LOCAL_IP, SYSTEM};
 use crate::load::Load;
 use crate::Ctx;
 
@@ -145,11 +145,98 @@ pub fn surge_rollouts(ctx: &Ctx) -> Result<String> {
     ))
 }
 
+/// 2d: what 2c's first rollout saw (the new pod's own CoreDNS answered when it turned Ready),
+/// and the converse: a new pod whose CoreDNS cannot serve stays unready.
 pub fn ready_means_serving(ctx: &Ctx) -> Result<String> {
-    match ctx.ready_means_serving.borrow_mut().take() {
-        Some(r) => r,
+    let seen = match ctx.ready_means_serving.borrow_mut().take() {
+        Some(r) => r?,
         None => bail!("not observed: 2d is checked during 2c's first rollout"),
-    }
+    };
+    let unready = unready_until_serving(&ctx.lab)?;
+    Ok(format!("{seen}; {unready}"))
+}
+
+fn set_corefile(lab: &Lab, corefile: &str) -> Result<()> {
+    let patch = serde_json::json!({ "data": { "Corefile": corefile } }).to_string();
+    lab.kubectl(&[
+        "-n",
+        SYSTEM,
+        "patch",
+        "configmap",
+        "node-local-dns",
+        "--type=merge",
+        "-p",
+        &patch,
+    ])
+    .map(|_| ())
+}
+
+/// A rollout whose new pod gets a Corefile CoreDNS rejects (node-cache's own checks pass it):
+/// the new pod runs but stays unready, so the surge rollout waits with the old pod serving;
+/// once the Corefile is fixed the new pod turns Ready and the rollout completes.
+fn unready_until_serving(lab: &Lab) -> Result<String> {
+    let old = lab.only_pod(SEL)?;
+    let cm = lab.json(&["-n", SYSTEM, "get", "configmap", "node-local-dns"])?;
+    let good = cm["data"]["Corefile"]
+        .as_str()
+        .context("node-local-dns ConfigMap has no Corefile")?
+        .to_string();
+    let bad = good.replacen("cache 30", "cache not-a-number", 1);
+    ensure!(bad != good, "no `cache 30` line in the Corefile to break");
+    set_corefile(lab, &bad)?;
+    let stalled = (|| -> Result<String> {
+        restart(lab, DS)?;
+        let new = wait_for(secs(60), "the rollout's new pod", || {
+            Ok(lab
+                .pods(SYSTEM, SEL)?
+                .into_iter()
+                .find(|p| p.name != old.name && !p.deleting))
+        })?;
+        let rejected = |l: &str| l.contains("CoreDNS exited");
+        wait_for(
+            secs(60),
+            "the new pod's CoreDNS refusing its Corefile",
+            || {
+                let log = lab
+                    .kubectl(&["-n", SYSTEM, "logs", &new.name])
+                    .unwrap_or_default();
+                Ok(log.lines().any(rejected).then_some(()))
+            },
+        )?;
+        // A measurement window of five readiness periods (2 s each).
+        hold(secs(10));
+        let pods = lab.pods(SYSTEM, SEL)?;
+        let now = pods
+            .iter()
+            .find(|p| p.name == new.name)
+            .context("the new pod vanished")?;
+        ensure!(
+            !now.ready,
+            "{} turned Ready although its CoreDNS cannot start",
+            new.name
+        );
+        ensure!(
+            pods.iter()
+                .any(|p| p.name == old.name && p.ready && !p.deleting),
+            "the old pod {} stopped serving while the new one was unready",
+            old.name
+        );
+        pods_resolve(lab)?;
+        Ok(new.name)
+    })();
+    set_corefile(lab, &good)?;
+    let new = stalled?;
+    let fixed = Instant::now();
+    lab.rollout_status(DS, ROLLOUT)?;
+    wait_pods(lab, SEL, 1)?;
+    let ready_after = fixed.elapsed();
+    wait_rules(lab, RULES, secs(10))?;
+    pods_resolve(lab)?;
+    Ok(format!(
+        "{new}, whose CoreDNS rejected its Corefile, stayed unready for 10 s while {} served; \
+         Ready and rolled {ready_after:.1?} after the Corefile was fixed",
+        old.name
+    ))
 }
 
 /// 2c (HA) and issue 16's HA line: install --ha, update one DaemonSet, then the other, under load.
