@@ -99,7 +99,7 @@ sed_args=(-e "s|__PILLAR__LOCAL__DNS__|$local_ip|g" -e "s|__PILLAR__DNS__DOMAIN_
 if [ "$mode" != ipvs ]; then
   sed_args+=(-e "s|__PILLAR__DNS__SERVER__|$kube_dns_ip|g")
   if [ "$mode" = nftables ]; then
-    sed_args+=(-e 's|\(args: \[ "-localip", [^]]*\) \]|\1, "-firewall-backend", "nftables" ]|')
+    sed_args+=(-e 's|\(args: \[ "-localip", [^]]*\) \]|\1, "-firewall-backend=nftables" ]|')
   fi
 else
   sed_args+=(-e "s|,__PILLAR__DNS__SERVER__||g" -e "s|__PILLAR__CLUSTER__DNS__|$kube_dns_ip|g")
@@ -108,7 +108,7 @@ if [ -n "$image" ]; then
   sed_args+=(-e "s|^\([[:space:]]*image:[[:space:]]*\).*k8s-dns-node-cache.*$|\1$image|")
 fi
 rendered="$(sed "${sed_args[@]}" "$manifest")"
-if [ "$mode" = nftables ] && ! grep -q '"-firewall-backend", "nftables"' <<<"$rendered"; then
+if [ "$mode" = nftables ] && ! grep -q '"-firewall-backend=nftables"' <<<"$rendered"; then
   die "found no node-cache args line in $manifest to add -firewall-backend nftables to"
 fi
 
