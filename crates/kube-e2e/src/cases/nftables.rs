@@ -56,11 +56,10 @@ pub fn nftables(ctx: &Ctx) -> Result<String> {
             serde_json::from_str(&args).with_context(|| format!("node-cache's args {args:?}"))?;
         let at = args
             .iter()
-            .position(|a| a == "-firewall-backend")
+            .position(|a| a.starts_with("-firewall-backend"))
             .context("hack/install.sh's nftables recipe has no -firewall-backend")?;
         let patch = format!(
-            "[{{\"op\":\"replace\",\"path\":\"/spec/template/spec/containers/0/args/{}\",\"value\":\"auto\"}}]",
-            at + 1
+            "[{{\"op\":\"replace\",\"path\":\"/spec/template/spec/containers/0/args/{at}\",\"value\":\"-firewall-backend=auto\"}}]"
         );
         lab.kubectl(&[
             "-n",
