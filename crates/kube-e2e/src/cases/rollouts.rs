@@ -181,7 +181,13 @@ fn unready_until_serving(lab: &Lab) -> Result<String> {
         .as_str()
         .context("node-local-dns ConfigMap has no Corefile")?
         .to_string();
-    let bad = good.replacen("cache 30", "cache not-a-number", 1);
+    // CoreDNS refuses a cache block with a capacity that is not a number (node-cache checks
+    // plugin names, not their arguments), at start and at reload alike.
+    let bad = good.replacen(
+        "cache 30\n",
+        "cache 30 {\n        success not-a-number\n    }\n",
+        1,
+    );
     ensure!(bad != good, "no `cache 30` line in the Corefile to break");
     set_corefile(lab, &bad)?;
     let stalled = (|| -> Result<String> {
