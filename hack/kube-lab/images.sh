@@ -108,7 +108,18 @@ if ! fresh kube-dns "$h"; then
 fi
 
 # ---- node-cache: images/node-cache/Dockerfile, as hack/image-check.sh builds it ----
-version=${NODE_CACHE_VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo v0.1.0)}
+# The version the binary reports is that of its own inputs (the last commit that changed them,
+# -dirty while they have uncommitted changes), so a commit to the tests or docs does not
+# recompile and repackage node-cache.
+inputs=(Cargo.toml Cargo.lock templates images/node-cache crates ':!crates/kube-e2e'
+  ':!crates/testbed' ':!crates/addon-manifests')
+if [ -z "${NODE_CACHE_VERSION:-}" ] && last=$(git log -1 --format=%h -- "${inputs[@]}" 2>/dev/null) &&
+  [ -n "$last" ]; then
+  version=$last
+  [ -z "$(git status --porcelain -- "${inputs[@]}")" ] || version=$last-dirty
+else
+  version=${NODE_CACHE_VERSION:-v0.1.0}
+fi
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 coredns_version=${COREDNS_VERSION:-v1.14.7}
 ctx=$work/node-cache-context
