@@ -8,7 +8,6 @@
 
 pub mod agent;
 pub mod dig;
-pub mod dns_message;
 pub mod faults;
 pub mod firewall_bench;
 pub mod fixture;
