@@ -361,7 +361,9 @@ async fn child_event(state: &mut State) -> ChildEvent {
     }
 }
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+/// Sleeps until `at`, or forever when there is no deadline: a `select!` branch for a timer that
+/// may not be set.
+pub async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => sleep_until(at).await,
         None => std::future::pending().await,
