@@ -367,6 +367,24 @@ fn assert_contract(case: &str, r: &Rendered) {
             "{case}: the chart grants exactly the manifest's capabilities"
         );
         assert_eq!(security.read_only_root_filesystem, Some(true));
+        // The downward API: the instance's label among its peers, and the pod its Events name.
+        let downward: Vec<(&str, &str)> = c
+            .env
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| {
+                let field = e.value_from.as_ref()?.field_ref.as_ref()?;
+                Some((e.name.as_str(), field.field_path.as_str()))
+            })
+            .collect();
+        for want in [
+            ("POD_NAME", "metadata.name"),
+            ("POD_NAMESPACE", "metadata.namespace"),
+            ("POD_UID", "metadata.uid"),
+        ] {
+            assert!(downward.contains(&want), "{case}: {want:?} not in {downward:?}");
+        }
         assert!(
             c.ports.as_ref().is_none_or(|p| p.is_empty()),
             "{case}: host ports"

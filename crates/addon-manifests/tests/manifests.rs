@@ -90,7 +90,7 @@ fn the_addon_has_the_upstream_objects() {
 }
 
 /// node-cache's API mode needs to read two ConfigMaps and the upstream Service, by name, and
-/// to report Events; nothing else (no Secrets, no other ConfigMap, no writes), bound to the
+/// to write its pod's Events (events.k8s.io/v1, the API node-cache uses); nothing else (no Secrets, no other ConfigMap, no writes), bound to the
 /// DaemonSet's ServiceAccount only.
 #[test]
 fn the_role_grants_the_api_mode_only_what_it_reads_by_name() {
@@ -117,7 +117,7 @@ fn the_role_grants_the_api_mode_only_what_it_reads_by_name() {
                 "resourceNames": ["kube-dns-upstream"],
                 "verbs": ["get", "list", "watch"]
             },
-            {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
         ])
     );
     let binding = objects
@@ -255,16 +255,26 @@ fn the_daemonset_keeps_the_addon_contract() {
             .map(String::from)[..]
         )
     );
-    // Peers on the node are labelled by pod name (the downward API).
-    let pod_name = c
+    // Peers on the node are labelled by pod name, and the API mode's Events name the pod: the
+    // downward API.
+    let downward: Vec<(&str, &str)> = c
         .env
         .as_deref()
         .unwrap_or_default()
         .iter()
-        .find(|e| e.name == "POD_NAME")
-        .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
-        .map(|f| f.field_path.as_str());
-    assert_eq!(pod_name, Some("metadata.name"));
+        .filter_map(|e| {
+            let field = e.value_from.as_ref()?.field_ref.as_ref()?;
+            Some((e.name.as_str(), field.field_path.as_str()))
+        })
+        .collect();
+    assert_eq!(
+        downward,
+        [
+            ("POD_NAME", "metadata.name"),
+            ("POD_NAMESPACE", "metadata.namespace"),
+            ("POD_UID", "metadata.uid")
+        ]
+    );
     // Least privilege: nothing of the runtime's default set, only what node-cache uses
     // (crates/node-cache/tests/privileges.rs runs the agent with exactly this set).
     let security = c.security_context.as_ref().unwrap();
