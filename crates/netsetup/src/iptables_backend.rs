@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use crate::filter::{CheckReport, EnsureReport, FilterError, PacketFilter};
+use crate::filter::{all_removals, CheckReport, EnsureReport, FilterError, PacketFilter};
 use crate::rules::{Rule, COMMENT_ALLOW_TRAFFIC, COMMENT_SKIP_CONNTRACK};
 
 const LOCK_WAIT_SECS: u32 = 5;
