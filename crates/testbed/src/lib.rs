@@ -13,6 +13,7 @@ pub mod firewall_bench;
 pub mod fixture;
 pub mod handover;
 pub mod isolated;
+pub mod kube_api;
 pub mod load;
 pub mod netns;
 pub mod pod;

@@ -9,8 +9,11 @@
 //!
 //! Resilience (`bench/resilience.rs`): disturbances under a steady pod query load, the time
 //! until each is dealt with and the pod's failed queries. Handover (`bench/handover.rs`): two
-//! instances on one node, replaced the ways operators replace them, under load.
+//! instances on one node, replaced the ways operators replace them, under load. ConfigMap
+//! (`bench/api.rs`): a stubDomains change answered, through the volume and through the API.
 
+#[path = "bench/api.rs"]
+mod api;
 #[path = "bench/handover.rs"]
 mod handover;
 #[path = "bench/memory.rs"]
@@ -172,7 +175,7 @@ fn main() -> Result<()> {
         let (median, min, max) = spread(runs.iter().map(figure).collect());
         println!("| {name:<46} | {median:>9.1} | {min:>9.1} | {max:>9.1} | {unit:<3} |");
     }
-    // BENCH_ONLY=footprint,resilience,handover,firewall picks the tables after startup's.
+    // BENCH_ONLY=footprint,resilience,handover,configmap,firewall picks the tables after startup's.
     let only = std::env::var("BENCH_ONLY").ok();
     let wanted = |table: &str| {
         only.as_deref()
@@ -194,6 +197,10 @@ fn main() -> Result<()> {
     if wanted("handover") {
         println!();
         handover::table(&node)?;
+    }
+    if wanted("configmap") {
+        println!();
+        api::table(&node)?;
     }
     if wanted("firewall") {
         println!();
