@@ -36,13 +36,14 @@ impl IptablesBackend {
     /// Only `cmd` itself has to exist (a node may have `iptables-legacy` and no `iptables`);
     /// every iptables that has the two variants has `-C`.
     pub fn with_command(cmd: &'static str) -> Result<Self, FilterError> {
-        let runs = Command::new(cmd)
-            .arg("--version")
-            .output()
-            .map_err(|e| FilterError::Unavailable {
-                tool: cmd,
-                reason: e.to_string(),
-            })?;
+        let runs =
+            Command::new(cmd)
+                .arg("--version")
+                .output()
+                .map_err(|e| FilterError::Unavailable {
+                    tool: cmd,
+                    reason: e.to_string(),
+                })?;
         if !runs.status.success() {
             return Err(FilterError::Unavailable {
                 tool: cmd,
@@ -163,28 +164,46 @@ impl IptablesBackend {
         }
     }
 
-    /// The `iptables-save` lines of the tables `rules` live in, duplicates kept.
+    /// The `iptables-save` lines of the tables `rules` live in, duplicates kept. One listing
+    /// per table, all started before any is waited for (they only read).
     fn saved_lines(&self, rules: &[Rule]) -> Result<Vec<String>, FilterError> {
-        let tables = tables_of(rules.iter());
         let save = format!("{}-save", self.cmd);
-        let mut lines = Vec::new();
-        for table in tables {
-            let out = Command::new(&save)
+        let unavailable = |reason: String| FilterError::Unavailable {
+            tool: self.cmd,
+            reason,
+        };
+        let mut listings = Vec::new();
+        for table in tables_of(rules.iter()) {
+            let spawned = Command::new(&save)
                 .args(["-t", table])
-                .output()
-                .map_err(|e| FilterError::Unavailable {
-                    tool: self.cmd,
-                    reason: format!("{save}: {e}"),
-                })?;
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn();
+            match spawned {
+                Ok(child) => listings.push((table, child)),
+                Err(e) => {
+                    // No listing is left unreaped.
+                    for (_, child) in listings {
+                        child.wait_with_output().ok();
+                    }
+                    return Err(unavailable(format!("{save}: {e}")));
+                }
+            }
+        }
+        let outputs: Vec<_> = listings
+            .into_iter()
+            .map(|(table, child)| (table, child.wait_with_output()))
+            .collect();
+        let mut lines = Vec::new();
+        for (table, out) in outputs {
+            let out = out.map_err(|e| unavailable(format!("{save}: {e}")))?;
             if !out.status.success() {
-                return Err(FilterError::Unavailable {
-                    tool: self.cmd,
-                    reason: format!(
-                        "{save} -t {table}: {} ({})",
-                        String::from_utf8_lossy(&out.stderr).trim(),
-                        out.status
-                    ),
-                });
+                return Err(unavailable(format!(
+                    "{save} -t {table}: {} ({})",
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    out.status
+                )));
             }
             lines.extend(
                 String::from_utf8_lossy(&out.stdout)
