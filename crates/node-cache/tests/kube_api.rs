@@ -421,7 +421,7 @@ fn events(api: &ApiServer, reason: &'static str) -> Result<Vec<(String, i32)>> {
 
 #[test]
 #[ignore = "needs kube-apiserver and etcd: make kube-api-test"]
-fn hundreds_of_invalid_configmap_swaps_are_one_event_counting_them() -> Result<()> {
+fn a_thousand_invalid_configmap_swaps_are_one_event_counting_them() -> Result<()> {
     const SWAPS: usize = 1000;
     let _serial = serial();
     let topo = Topology::build()?;
