@@ -13,10 +13,13 @@ use std::sync::OnceLock;
 
 use addon_manifests::{check, diff, Object};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+mod common;
+use common::{configmap, daemonsets, downward_env, liveness_http, rbac, DOWNWARD_ENV};
 
 const RELEASE: &str = "node-local-dns";
 
@@ -175,13 +178,7 @@ fn checked(case: &str, text: &str) -> Rendered {
 
 impl Rendered {
     fn daemonsets(&self) -> Vec<&DaemonSet> {
-        self.objects
-            .iter()
-            .filter_map(|o| match o {
-                Object::DaemonSet(d) => Some(&**d),
-                _ => None,
-            })
-            .collect()
+        daemonsets(&self.objects)
     }
 
     fn service(&self, name: &str) -> Option<&Service> {
@@ -192,15 +189,8 @@ impl Rendered {
     }
 
     fn corefile(&self) -> &str {
-        let cm: &ConfigMap = self
-            .objects
-            .iter()
-            .find_map(|o| match o {
-                Object::ConfigMap(c) => Some(&**c),
-                _ => None,
-            })
-            .expect("a ConfigMap");
-        cm.data
+        configmap(&self.objects)
+            .data
             .as_ref()
             .and_then(|d| d.get("Corefile"))
             .expect("its Corefile key")
@@ -215,6 +205,17 @@ impl Rendered {
 
 fn pod(ds: &DaemonSet) -> &PodSpec {
     ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+}
+
+fn pod_annotations(ds: &DaemonSet) -> &BTreeMap<String, String> {
+    let template = &ds.spec.as_ref().unwrap().template;
+    template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()
 }
 
 fn container(ds: &DaemonSet) -> &Container {
@@ -278,6 +279,24 @@ fn install_sh(args: &[&str]) -> Rendered {
 }
 
 const CHART_IMAGE: &str = "registry.example.invalid/dns/k8s-dns-node-cache:v0.1.0";
+
+/// The chart's `case` with its defaults, and what `hack/install.sh` renders with `install_args`
+/// (and the chart's image), checked to be the same addon; both returned.
+fn same_as_installed(
+    case: &str,
+    install_args: &[&str],
+    normalise: impl Fn(&str) -> String,
+) -> (Rendered, Rendered) {
+    let chart = checked(case, &render(case, &[]));
+    let args: Vec<&str> = install_args
+        .iter()
+        .copied()
+        .chain(["--image", CHART_IMAGE])
+        .collect();
+    let manifest = install_sh(&args);
+    assert_same_addon(&chart, &manifest, normalise);
+    (chart, manifest)
+}
 
 /// The chart and the manifest run the same pods: every DaemonSet's pod spec and update
 /// strategy are equal, as are the objects' names and the Corefile (after `normalise`).
@@ -367,6 +386,13 @@ fn assert_contract(case: &str, r: &Rendered) {
             "{case}: the chart grants exactly the manifest's capabilities"
         );
         assert_eq!(security.read_only_root_filesystem, Some(true));
+        let downward = downward_env(c);
+        for want in DOWNWARD_ENV {
+            assert!(
+                downward.contains(&want),
+                "{case}: {want:?} not in {downward:?}"
+            );
+        }
         assert!(
             c.ports.as_ref().is_none_or(|p| p.is_empty()),
             "{case}: host ports"
@@ -397,13 +423,7 @@ fn assert_contract(case: &str, r: &Rendered) {
                     "{case}: {zone} does not bind -localip {local_ips}"
                 );
             }
-            let probe = c
-                .liveness_probe
-                .as_ref()
-                .unwrap()
-                .http_get
-                .as_ref()
-                .unwrap();
+            let probe = liveness_http(c);
             let health = format!(
                 "health {}:{}",
                 probe.host.as_deref().unwrap(),
@@ -423,22 +443,18 @@ fn assert_contract(case: &str, r: &Rendered) {
 
 #[test]
 fn the_defaults_are_the_manifest_as_install_sh_renders_it_for_iptables() {
-    let chart = checked("default", &render("default", &[]));
-    let manifest = install_sh(&[
-        "--mode",
-        "iptables",
-        "--kube-dns-ip",
-        "10.96.0.10",
-        "--image",
-        CHART_IMAGE,
-    ]);
-    assert_same_addon(&chart, &manifest, str::to_string);
+    let iptables = ["--mode", "iptables", "--kube-dns-ip", "10.96.0.10"];
+    let (chart, manifest) = same_as_installed("default", &iptables, str::to_string);
+    // The API mode's grant, too (names, rules and subject).
+    let ((role, binding), (their_role, their_binding)) =
+        (rbac(&chart.objects), rbac(&manifest.objects));
+    assert_eq!(role.rules, their_role.rules);
+    assert_eq!(binding.subjects, their_binding.subjects);
 }
 
 #[test]
 fn ipvs_mode_is_the_manifest_as_install_sh_renders_it_for_ipvs() {
-    let chart = checked("ipvs", &render("ipvs", &[]));
-    let manifest = install_sh(&[
+    let ipvs = [
         "--mode",
         "ipvs",
         "--kube-dns-ip",
@@ -447,30 +463,18 @@ fn ipvs_mode_is_the_manifest_as_install_sh_renders_it_for_ipvs() {
         "example.internal",
         "--local-ip",
         "169.254.0.53",
-        "--image",
-        CHART_IMAGE,
-    ]);
+    ];
     // The manifest leaves the server placeholder on the bind line for node-cache to remove;
     // the chart does not write it.
-    assert_same_addon(&chart, &manifest, |c| {
-        c.replace(" __PILLAR__DNS__SERVER__", "")
-    });
+    let (chart, _) =
+        same_as_installed("ipvs", &ipvs, |c| c.replace(" __PILLAR__DNS__SERVER__", ""));
     assert_eq!(flag(chart.daemonsets()[0], "-localip"), "169.254.0.53");
 }
 
 #[test]
 fn the_ha_twin_is_the_manifest_as_install_sh_renders_it_with_ha() {
-    let chart = checked("ha", &render("ha", &[]));
-    let manifest = install_sh(&[
-        "--ha",
-        "--mode",
-        "iptables",
-        "--kube-dns-ip",
-        "10.96.0.10",
-        "--image",
-        CHART_IMAGE,
-    ]);
-    assert_same_addon(&chart, &manifest, str::to_string);
+    let ha = ["--ha", "--mode", "iptables", "--kube-dns-ip", "10.96.0.10"];
+    let (chart, _) = same_as_installed("ha", &ha, str::to_string);
     let names: Vec<&str> = chart
         .daemonsets()
         .iter()
@@ -594,17 +598,7 @@ fn operator_values_reach_the_daemonset_service_and_servicemonitor() {
     assert!(r.service("kube-dns-upstream").is_none());
     // The ServiceMonitor scrapes both ports under the jobs the alerts and dashboard name,
     // and the pods carry no scrape annotations (Prometheus would scrape them twice).
-    let annotations = ds
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .annotations
-        .clone()
-        .unwrap();
+    let annotations = pod_annotations(ds);
     assert!(
         !annotations.contains_key("prometheus.io/scrape"),
         "{annotations:?}"
@@ -674,18 +668,7 @@ fn a_changed_corefile_rolls_the_pods() {
     // `helm upgrade --wait` then returns once every node serves the new Corefile.
     let checksum = |extra: &[&str]| {
         let r = checked("default", &render("default", extra));
-        r.daemonsets()[0]
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .as_ref()
-            .unwrap()["checksum/config"]
-            .clone()
+        pod_annotations(r.daemonsets()[0])["checksum/config"].clone()
     };
     let before = checksum(&[]);
     assert_eq!(before, checksum(&["--set", "resources.requests.cpu=30m"]));

@@ -7,7 +7,10 @@ use std::process::{Command, Output};
 
 use addon_manifests::{check, Error, FieldProblem, Object};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Container};
+use k8s_openapi::api::core::v1::Container;
+
+mod common;
+use common::{configmap, daemonsets, downward_env, liveness_http, rbac, DOWNWARD_ENV};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -22,23 +25,7 @@ fn checked(text: &str) -> Vec<Object> {
 }
 
 fn daemonset(objects: &[Object]) -> &DaemonSet {
-    objects
-        .iter()
-        .find_map(|o| match o {
-            Object::DaemonSet(d) => Some(&**d),
-            _ => None,
-        })
-        .expect("a DaemonSet")
-}
-
-fn configmap(objects: &[Object]) -> &ConfigMap {
-    objects
-        .iter()
-        .find_map(|o| match o {
-            Object::ConfigMap(c) => Some(&**c),
-            _ => None,
-        })
-        .expect("a ConfigMap")
+    daemonsets(objects).first().copied().expect("a DaemonSet")
 }
 
 fn container(ds: &DaemonSet) -> &Container {
@@ -90,18 +77,12 @@ fn the_addon_has_the_upstream_objects() {
 }
 
 /// node-cache's API mode needs to read two ConfigMaps and the upstream Service, by name, and
-/// to report Events; nothing else (no Secrets, no other ConfigMap, no writes), bound to the
-/// DaemonSet's ServiceAccount only.
+/// to write its pod's Events (events.k8s.io/v1, the API node-cache uses); nothing else (no
+/// Secrets, no other ConfigMap, no other writes), bound to the DaemonSet's ServiceAccount only.
 #[test]
 fn the_role_grants_the_api_mode_only_what_it_reads_by_name() {
     let objects = checked(&addon_text());
-    let role = objects
-        .iter()
-        .find_map(|o| match o {
-            Object::Role(r) => Some(&**r),
-            _ => None,
-        })
-        .expect("a Role");
+    let (role, binding) = rbac(&objects);
     assert_eq!(
         serde_json::to_value(&role.rules).unwrap(),
         serde_json::json!([
@@ -117,16 +98,9 @@ fn the_role_grants_the_api_mode_only_what_it_reads_by_name() {
                 "resourceNames": ["kube-dns-upstream"],
                 "verbs": ["get", "list", "watch"]
             },
-            {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
         ])
     );
-    let binding = objects
-        .iter()
-        .find_map(|o| match o {
-            Object::RoleBinding(b) => Some(&**b),
-            _ => None,
-        })
-        .expect("a RoleBinding");
     assert_eq!(binding.role_ref.kind, "Role");
     assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
     let subjects: Vec<(String, String, Option<String>)> = binding
@@ -255,16 +229,9 @@ fn the_daemonset_keeps_the_addon_contract() {
             .map(String::from)[..]
         )
     );
-    // Peers on the node are labelled by pod name (the downward API).
-    let pod_name = c
-        .env
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .find(|e| e.name == "POD_NAME")
-        .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
-        .map(|f| f.field_path.as_str());
-    assert_eq!(pod_name, Some("metadata.name"));
+    // Peers on the node are labelled by pod name, and the API mode's Events name the pod: the
+    // downward API.
+    assert_eq!(downward_env(c), DOWNWARD_ENV);
     // Least privilege: nothing of the runtime's default set, only what node-cache uses
     // (crates/node-cache/tests/privileges.rs runs the agent with exactly this set).
     let security = c.security_context.as_ref().unwrap();
@@ -284,13 +251,7 @@ fn the_daemonset_keeps_the_addon_contract() {
     assert_eq!(security.read_only_root_filesystem, Some(true));
     assert_eq!(security.allow_privilege_escalation, Some(false));
 
-    let probe = c
-        .liveness_probe
-        .as_ref()
-        .unwrap()
-        .http_get
-        .as_ref()
-        .unwrap();
+    let probe = liveness_http(c);
     assert_eq!(probe.host.as_deref(), Some("__PILLAR__LOCAL__DNS__"));
     assert_eq!(probe.path.as_deref(), Some("/health"));
     assert_eq!(
@@ -571,13 +532,7 @@ fn install_ha_adds_a_twin_daemonset_with_a_disjoint_selector() {
         None,
     );
     let objects = checked(&text);
-    let sets: Vec<&DaemonSet> = objects
-        .iter()
-        .filter_map(|o| match o {
-            Object::DaemonSet(d) => Some(&**d),
-            _ => None,
-        })
-        .collect();
+    let sets = daemonsets(&objects);
     assert_eq!(sets.len(), 2);
     let names: Vec<&str> = sets
         .iter()

@@ -22,5 +22,5 @@ pub use privileges::{minimal_env, ChildUser};
 pub use probe::{probe, ProbeError};
 pub use process::{ChildEvent, CorednsChild};
 pub use restart::Backoff;
-pub use supervisor::{ChildSupervisor, Event, RestartReason, Spec};
+pub use supervisor::{sleep_until_opt, ChildSupervisor, Event, RestartReason, Spec};
 pub use version::coredns_version;

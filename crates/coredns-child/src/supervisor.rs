@@ -1,8 +1,9 @@
 //! Keeps one CoreDNS answering: starts it, probes it over DNS, restarts it when it exits
 //! (at once, then with back-off while it keeps failing) and kills it when it stops answering.
 //!
-//! - Probes go to the first local address: every 10 ms while CoreDNS starts (the delay from
-//!   its first answer to the caller's rules), every second once it answers; after a miss the
+//! - Probes go to the first local address: every 2 ms while CoreDNS starts (the delay from
+//!   its first answer to the caller's rules; a probe before it listens is refused at once, so
+//!   starting costs a few dozen probes), every second once it answers; after a miss the
 //!   next probe goes out at once, so a hang is found within a period plus `HUNG_AFTER` timeouts.
 //! - With a peer instance on the node both CoreDNS processes share the port, so an answer
 //!   counts as ours only once our CoreDNS holds its own socket on every local address
@@ -24,7 +25,7 @@ use crate::privileges::{minimal_env, ChildUser};
 use crate::process::{ChildEvent, CorednsChild};
 use crate::restart::Backoff;
 
-const STARTING_PROBE_EVERY: Duration = Duration::from_millis(10);
+const STARTING_PROBE_EVERY: Duration = Duration::from_millis(2);
 const STARTING_PROBE_TIMEOUT: Duration = Duration::from_millis(50);
 const START_DEADLINE: Duration = Duration::from_secs(10);
 /// CoreDNS's server answers the probe itself, in microseconds; this long unanswered is a miss.
@@ -361,7 +362,9 @@ async fn child_event(state: &mut State) -> ChildEvent {
     }
 }
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+/// Sleeps until `at`, or forever when there is no deadline: a `select!` branch for a timer that
+/// may not be set.
+pub async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => sleep_until(at).await,
         None => std::future::pending().await,

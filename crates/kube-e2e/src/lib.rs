@@ -1,5 +1,6 @@
-//! The lab's DNS messages ([`dns`]) and dnsload's report format ([`report`]), shared by the
-//! `dnsload` binary (in the test pods) and the `kube-e2e` driver (on the host).
+//! The lab's DNS client ([`dns`], the workspace's `dns-query`) and dnsload's report format
+//! ([`report`]), shared by the `dnsload` binary (in the test pods) and the `kube-e2e` driver
+//! (on the host).
 
-pub mod dns;
+pub use dns_query as dns;
 pub mod report;

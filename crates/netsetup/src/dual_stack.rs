@@ -2,7 +2,7 @@
 //! IPv6 rules), so one agent serves IPv4 and IPv6 local IPs. A family without rules is never
 //! touched, so a single-family rule set behaves exactly as the plain backend would.
 
-use crate::filter::{CheckReport, EnsureReport, FilterError, PacketFilter};
+use crate::filter::{all_removals, CheckReport, EnsureReport, FilterError, PacketFilter};
 use crate::rules::Rule;
 
 pub struct DualStack {
@@ -69,7 +69,7 @@ impl PacketFilter for DualStack {
 
     fn retain(&self, keep: &[Rule], all: &[Rule]) -> Result<usize, Vec<FilterError>> {
         let ((keep4, keep6), (all4, all6)) = (Self::split(keep), Self::split(all));
-        both_families(
+        all_removals(
             [(&*self.v4, keep4, all4), (&*self.v6, keep6, all6)]
                 .into_iter()
                 .filter(|(_, _, all)| !all.is_empty())
@@ -79,30 +79,10 @@ impl PacketFilter for DualStack {
 
     fn remove(&self, rules: &[Rule]) -> Result<usize, Vec<FilterError>> {
         let (v4, v6) = Self::split(rules);
-        both_families(
+        all_removals(
             self.per_family(&v4, &v6)
                 .map(|(backend, rules)| backend.remove(rules)),
         )
-    }
-}
-
-/// Removals in each family are tried whatever the other's outcome: the count of rules that
-/// went, or every error.
-fn both_families(
-    results: impl Iterator<Item = Result<usize, Vec<FilterError>>>,
-) -> Result<usize, Vec<FilterError>> {
-    let mut removed = 0;
-    let mut errors = Vec::new();
-    for result in results {
-        match result {
-            Ok(n) => removed += n,
-            Err(e) => errors.extend(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(removed)
-    } else {
-        Err(errors)
     }
 }
 

@@ -81,3 +81,23 @@ pub trait PacketFilter: Send + Sync {
         self.remove(&gone)
     }
 }
+
+/// Removals that each ran whatever the others' outcome (each family of [`crate::DualStack`], the
+/// passes of one backend): the count of rules that went, or every error of every removal.
+pub(crate) fn all_removals(
+    outcomes: impl IntoIterator<Item = Result<usize, Vec<FilterError>>>,
+) -> Result<usize, Vec<FilterError>> {
+    let mut removed = 0;
+    let mut errors = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Ok(n) => removed += n,
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(removed)
+    } else {
+        Err(errors)
+    }
+}

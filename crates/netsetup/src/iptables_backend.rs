@@ -1,15 +1,15 @@
-//! The iptables/ip6tables backend, on the `iptables` crate.
+//! The iptables/ip6tables backend: the iptables binaries run directly (no shell, no parsing
+//! of a command line), one argument vector per rule.
 //!
-//! The crate's own `--wait` waits forever on a held xtables lock; we turn it off and pass a
-//! bounded `-w` so a stuck lock becomes an `iptables_lock` error instead of a hung agent.
-//! Exit statuses, not stderr text, tell the outcome: `-C` gives 1 for "no such rule", and
-//! iptables gives 4 (RESOURCE_PROBLEM) when it gave up waiting for the lock.
+//! Every call passes a bounded `-w` so a stuck xtables lock becomes an `iptables_lock` error
+//! instead of a hung agent. Exit statuses, not stderr text, tell the outcome: `-C` gives 1 for
+//! "no such rule", and iptables gives 4 (RESOURCE_PROBLEM) when it gave up waiting for the lock.
 
 use std::collections::HashSet;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use crate::filter::{CheckReport, EnsureReport, FilterError, PacketFilter};
+use crate::filter::{all_removals, CheckReport, EnsureReport, FilterError, PacketFilter};
 use crate::rules::{Rule, COMMENT_ALLOW_TRAFFIC, COMMENT_SKIP_CONNTRACK};
 
 const LOCK_WAIT_SECS: u32 = 5;
@@ -17,7 +17,9 @@ const EXIT_RULE_ABSENT: i32 = 1;
 const EXIT_RESOURCE_PROBLEM: i32 = 4;
 
 pub struct IptablesBackend {
-    ipt: iptables::IPTables,
+    /// `iptables`, `ip6tables`, `iptables-legacy`, ...; its `-save` and `-restore`
+    /// companions are used alongside.
+    cmd: &'static str,
 }
 
 enum Check {
@@ -27,53 +29,48 @@ enum Check {
 
 impl IptablesBackend {
     pub fn new(ipv6: bool) -> Result<Self, FilterError> {
-        let tool = if ipv6 { "ip6tables" } else { "iptables" };
-        let mut ipt = iptables::new(ipv6).map_err(|e| FilterError::Unavailable {
-            tool,
-            reason: e.to_string(),
-        })?;
-        ipt.has_wait = false;
-        Ok(Self { ipt })
+        Self::with_command(if ipv6 { "ip6tables" } else { "iptables" })
     }
 
-    /// The same backend through a specific binary (`iptables-legacy`, `ip6tables-nft`, ...);
-    /// its `-save` and `-restore` companions are used alongside.
+    /// The same backend through a specific binary (`iptables-legacy`, `ip6tables-nft`, ...).
     /// Only `cmd` itself has to exist (a node may have `iptables-legacy` and no `iptables`);
     /// every iptables that has the two variants has `-C`.
     pub fn with_command(cmd: &'static str) -> Result<Self, FilterError> {
-        let runs = std::process::Command::new(cmd)
-            .arg("--version")
-            .output()
-            .map_err(|e| FilterError::Unavailable {
-                tool: cmd,
-                reason: e.to_string(),
-            })?;
+        let runs =
+            Command::new(cmd)
+                .arg("--version")
+                .output()
+                .map_err(|e| FilterError::Unavailable {
+                    tool: cmd,
+                    reason: e.to_string(),
+                })?;
         if !runs.status.success() {
             return Err(FilterError::Unavailable {
                 tool: cmd,
                 reason: format!("--version exited with {}", runs.status),
             });
         }
-        Ok(Self {
-            ipt: iptables::IPTables {
-                cmd,
-                has_check: true,
-                has_wait: false,
-                is_numeric: false,
-            },
-        })
+        Ok(Self { cmd })
+    }
+
+    /// `CMD -t TABLE OP CHAIN <rule> -w 5`: the arguments upstream passes, quoting aside.
+    fn args(op: &str, rule: &Rule) -> Vec<String> {
+        let mut args: Vec<String> = ["-t", rule.table().as_str(), op, rule.chain().as_str()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(rule.iptables_args());
+        args.extend(["-w".to_string(), LOCK_WAIT_SECS.to_string()]);
+        args
     }
 
     fn run(&self, op: &str, rule: &Rule) -> Result<Output, FilterError> {
-        let command = format!(
-            "{op} {} {} -w {LOCK_WAIT_SECS}",
-            rule.chain().as_str(),
-            rule.spec()
-        );
-        self.ipt
-            .execute(rule.table().as_str(), &command)
+        Command::new(self.cmd)
+            .args(Self::args(op, rule))
+            .stdin(Stdio::null())
+            .output()
             .map_err(|e| FilterError::Unavailable {
-                tool: self.ipt.cmd,
+                tool: self.cmd,
                 reason: e.to_string(),
             })
     }
@@ -81,13 +78,13 @@ impl IptablesBackend {
     fn failure(&self, rule: &impl std::fmt::Display, out: &Output) -> FilterError {
         if out.status.code() == Some(EXIT_RESOURCE_PROBLEM) {
             FilterError::Lock {
-                tool: self.ipt.cmd,
+                tool: self.cmd,
                 wait_secs: LOCK_WAIT_SECS,
                 rule: rule.to_string(),
             }
         } else {
             FilterError::Command {
-                tool: self.ipt.cmd,
+                tool: self.cmd,
                 rule: rule.to_string(),
                 reason: format!(
                     "{} ({})",
@@ -126,10 +123,10 @@ impl IptablesBackend {
             }
             input.push_str("COMMIT\n");
         }
-        let restore = format!("{}-restore", self.ipt.cmd);
+        let restore = format!("{}-restore", self.cmd);
         let what = format!("{restore} --noflush ({op:?} {} rules)", rules.len());
         let unavailable = |e: std::io::Error| FilterError::Unavailable {
-            tool: self.ipt.cmd,
+            tool: self.cmd,
             reason: format!("{restore}: {e}"),
         };
         let mut child = Command::new(&restore)
@@ -167,28 +164,46 @@ impl IptablesBackend {
         }
     }
 
-    /// The `iptables-save` lines of the tables `rules` live in, duplicates kept.
+    /// The `iptables-save` lines of the tables `rules` live in, duplicates kept. One listing
+    /// per table, all started before any is waited for (they only read).
     fn saved_lines(&self, rules: &[Rule]) -> Result<Vec<String>, FilterError> {
-        let tables = tables_of(rules.iter());
-        let save = format!("{}-save", self.ipt.cmd);
-        let mut lines = Vec::new();
-        for table in tables {
-            let out = Command::new(&save)
+        let save = format!("{}-save", self.cmd);
+        let unavailable = |reason: String| FilterError::Unavailable {
+            tool: self.cmd,
+            reason,
+        };
+        let mut listings = Vec::new();
+        for table in tables_of(rules.iter()) {
+            let spawned = Command::new(&save)
                 .args(["-t", table])
-                .output()
-                .map_err(|e| FilterError::Unavailable {
-                    tool: self.ipt.cmd,
-                    reason: format!("{save}: {e}"),
-                })?;
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn();
+            match spawned {
+                Ok(child) => listings.push((table, child)),
+                Err(e) => {
+                    // No listing is left unreaped.
+                    for (_, child) in listings {
+                        child.wait_with_output().ok();
+                    }
+                    return Err(unavailable(format!("{save}: {e}")));
+                }
+            }
+        }
+        let outputs: Vec<_> = listings
+            .into_iter()
+            .map(|(table, child)| (table, child.wait_with_output()))
+            .collect();
+        let mut lines = Vec::new();
+        for (table, out) in outputs {
+            let out = out.map_err(|e| unavailable(format!("{save}: {e}")))?;
             if !out.status.success() {
-                return Err(FilterError::Unavailable {
-                    tool: self.ipt.cmd,
-                    reason: format!(
-                        "{save} -t {table}: {} ({})",
-                        String::from_utf8_lossy(&out.stderr).trim(),
-                        out.status
-                    ),
-                });
+                return Err(unavailable(format!(
+                    "{save} -t {table}: {} ({})",
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    out.status
+                )));
             }
             lines.extend(
                 String::from_utf8_lossy(&out.stdout)
@@ -262,7 +277,7 @@ fn plan(rules: &[Rule], saved: &[String]) -> Plan {
 
 impl PacketFilter for IptablesBackend {
     fn name(&self) -> &'static str {
-        self.ipt.cmd
+        self.cmd
     }
 
     /// Two `iptables-save` calls decide the common cases (all there; nothing of ours there);
@@ -318,24 +333,15 @@ impl PacketFilter for IptablesBackend {
     /// still there afterwards (printed differently than predicted, say), each rule is deleted
     /// until iptables reports it absent.
     fn remove(&self, rules: &[Rule]) -> Result<usize, Vec<FilterError>> {
-        let mut removed = 0;
-        let mut errors = Vec::new();
-        match self.remove_batch(rules) {
+        let batch = match self.remove_batch(rules) {
             Ok((n, false)) => return Ok(n),
-            Ok((n, true)) => removed += n,
-            Err(e) => errors.push(e),
-        }
-        for rule in rules {
-            match self.remove_all_copies(rule) {
-                Ok(n) => removed += n,
-                Err(e) => errors.push(e),
-            }
-        }
-        if errors.is_empty() {
-            Ok(removed)
-        } else {
-            Err(errors)
-        }
+            Ok((n, true)) => Ok(n),
+            Err(e) => Err(vec![e]),
+        };
+        let one_by_one = rules
+            .iter()
+            .map(|rule| self.remove_all_copies(rule).map_err(|e| vec![e]));
+        all_removals(std::iter::once(batch).chain(one_by_one))
     }
 }
 
@@ -348,14 +354,7 @@ mod tests {
     use crate::rules::node_cache_rules;
 
     fn backend() -> IptablesBackend {
-        IptablesBackend {
-            ipt: iptables::IPTables {
-                cmd: "iptables",
-                has_check: true,
-                has_wait: false,
-                is_numeric: false,
-            },
-        }
+        IptablesBackend { cmd: "iptables" }
     }
 
     fn exited(code: i32, stderr: &str) -> Output {
@@ -398,7 +397,31 @@ mod tests {
     }
 
     #[test]
-    fn the_crates_unbounded_wait_stays_off() {
-        assert!(!backend().ipt.has_wait);
+    fn each_rule_is_one_argument_vector_with_a_bounded_lock_wait() {
+        let rule = &node_cache_rules(&["169.254.20.10".parse().unwrap()], 53, 8080)[0];
+        let args = IptablesBackend::args("-C", rule);
+        assert_eq!(
+            args,
+            [
+                "-t",
+                "raw",
+                "-C",
+                "PREROUTING",
+                "-p",
+                "tcp",
+                "-d",
+                "169.254.20.10",
+                "--dport",
+                "53",
+                "-j",
+                "NOTRACK",
+                "-m",
+                "comment",
+                "--comment",
+                "NodeLocal DNS Cache: skip conntrack",
+                "-w",
+                "5"
+            ]
+        );
     }
 }

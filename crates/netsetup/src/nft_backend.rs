@@ -26,6 +26,7 @@
 //! no catch-all for statements it does not know, so one foreign rule in our table would fail
 //! the whole listing, where ours counts it as surplus and replaces it.
 
+mod listing;
 mod table;
 
 use std::io::Write;
@@ -33,9 +34,9 @@ use std::process::{Command, Output, Stdio};
 
 use crate::filter::{CheckReport, EnsureReport, FilterError, PacketFilter};
 use crate::rules::Rule;
-use table::{compare, parse_listing, Comparison, Listing};
+use listing::{compare, parse_listing, Comparison, Listing};
 
-pub(crate) use table::table_names;
+pub(crate) use listing::table_names;
 pub use table::{nft_table, FAMILY, TABLE};
 
 const TOOL: &str = "nft";

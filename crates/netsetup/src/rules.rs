@@ -176,8 +176,8 @@ impl Rule {
         .collect()
     }
 
-    /// [`Rule::iptables_args`] as one line with the comment quoted: the form the `iptables`
-    /// crate splits and `iptables-restore` reads.
+    /// [`Rule::iptables_args`] as one line with the comment quoted: the form
+    /// `iptables-restore` reads.
     pub fn spec(&self) -> String {
         self.iptables_args()
             .iter()

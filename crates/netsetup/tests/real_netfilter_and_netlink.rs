@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::process::Command;
 
 use anyhow::{ensure, Result};
-use netsetup::{node_cache_rules, Interface, IptablesBackend, PacketFilter};
+use netsetup::{node_cache_rules, Interface, IptablesBackend, PacketFilter, Rule};
 use testbed::{in_fresh_netns, run};
 
 const GOLDEN: &str = include_str!("golden/rules-169.254.20.10_10.96.0.10.iptables-save");
@@ -28,6 +28,37 @@ fn saved_rules(save: &str) -> Result<String> {
     Ok(out)
 }
 
+/// The lines of `saved` (`iptables-save` output) that carry one of our comments.
+fn ours(saved: &str) -> Vec<&str> {
+    saved
+        .lines()
+        .filter(|l| l.contains("NodeLocal DNS Cache"))
+        .collect()
+}
+
+/// [`PacketFilter::remove`], its errors as one.
+fn remove(backend: &dyn PacketFilter, rules: &[Rule]) -> Result<usize> {
+    backend
+        .remove(rules)
+        .map_err(|errors| anyhow::anyhow!("removing rules: {errors:?}"))
+}
+
+/// The rule of `rules` whose text (`-t TABLE CHAIN -p PROTO -d|-s IP ...`) starts with `prefix`.
+fn rule_like<'a>(rules: &'a [Rule], prefix: &str) -> &'a Rule {
+    rules
+        .iter()
+        .find(|r| r.to_string().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no rule like {prefix:?}"))
+}
+
+/// `iptables -t TABLE OP CHAIN <rule>`: a rule put in or taken out by hand, as someone else
+/// (another agent, an operator) would.
+fn by_hand(op: &str, rule: &Rule) -> Result<String> {
+    run(Command::new("iptables")
+        .args(["-t", rule.table().as_str(), op, rule.chain().as_str()])
+        .args(rule.iptables_args()))
+}
+
 #[test]
 fn rules_are_byte_identical_to_upstream_and_idempotent() -> Result<()> {
     in_fresh_netns(|| {
@@ -40,16 +71,9 @@ fn rules_are_byte_identical_to_upstream_and_idempotent() -> Result<()> {
         assert_eq!(second.inserted, 0, "a second ensure must insert nothing");
         assert_eq!(saved_rules("iptables-save")?, GOLDEN);
         // Someone deletes one rule: only that one comes back (the per-rule path).
-        let victim = &rules[5];
-        run(Command::new("iptables")
-            .args(["-t", victim.table().as_str(), "-D", victim.chain().as_str()])
-            .args(victim.iptables_args()))?;
+        by_hand("-D", &rules[5])?;
         assert_eq!(backend.ensure(&rules)?.inserted, 1);
-        let ours = saved_rules("iptables-save")?
-            .lines()
-            .filter(|l| l.contains("NodeLocal"))
-            .count();
-        assert_eq!(ours, 24);
+        assert_eq!(ours(&saved_rules("iptables-save")?).len(), 24);
         Ok(())
     })
 }
@@ -61,54 +85,23 @@ fn teardown_removes_every_copy_and_only_ours() -> Result<()> {
         let backend = IptablesBackend::new(false)?;
         backend.ensure(&rules)?;
         // A second copy, as a crashed agent racing its successor can leave, and a foreign rule.
-        run(Command::new("iptables")
-            .args(["-t", "raw", "-I", "PREROUTING", "1"])
-            .args([
-                "-p",
-                "udp",
-                "-d",
-                "169.254.20.10",
-                "--dport",
-                "53",
-                "-j",
-                "NOTRACK",
-                "-m",
-                "comment",
-                "--comment",
-                "NodeLocal DNS Cache: skip conntrack",
-            ]))?;
+        by_hand(
+            "-I",
+            rule_like(&rules, "-t raw PREROUTING -p udp -d 169.254.20.10 "),
+        )?;
         run(Command::new("iptables").args([
             "-t", "filter", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT",
         ]))?;
         // Our comment on another agent's IP: not one of our rules, so it must stay (and it
         // sends teardown down the per-rule path after the batch).
-        run(Command::new("iptables").args([
-            "-t",
-            "raw",
+        let another_agents = node_cache_rules(&ips(&["10.0.0.99"]), 53, 8080);
+        by_hand(
             "-A",
-            "OUTPUT",
-            "-p",
-            "udp",
-            "-d",
-            "10.0.0.99",
-            "--dport",
-            "53",
-            "-j",
-            "NOTRACK",
-            "-m",
-            "comment",
-            "--comment",
-            "NodeLocal DNS Cache: skip conntrack",
-        ]))?;
-        let removed = backend
-            .remove(&rules)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        assert_eq!(removed, 13);
+            rule_like(&another_agents, "-t raw OUTPUT -p udp -d 10.0.0.99 "),
+        )?;
+        assert_eq!(remove(&backend, &rules)?, 13);
         let left = saved_rules("iptables-save")?;
-        let ours_left: Vec<&str> = left
-            .lines()
-            .filter(|l| l.contains("NodeLocal DNS Cache"))
-            .collect();
+        let ours_left = ours(&left);
         ensure!(
             ours_left.len() == 1 && ours_left[0].contains("10.0.0.99"),
             "left behind:\n{left}"
@@ -117,12 +110,7 @@ fn teardown_removes_every_copy_and_only_ours() -> Result<()> {
             left.contains("--dport 22 -j ACCEPT"),
             "foreign rule removed:\n{left}"
         );
-        assert_eq!(
-            backend
-                .remove(&rules)
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
-            0
-        );
+        assert_eq!(remove(&backend, &rules)?, 0);
         Ok(())
     })
 }
@@ -135,14 +123,12 @@ fn ipv6_rules_go_through_ip6tables() -> Result<()> {
         assert_eq!(backend.name(), "ip6tables");
         backend.ensure(&rules)?;
         let saved = saved_rules("ip6tables-save")?;
-        let ours: Vec<&str> = saved.lines().filter(|l| l.contains("NodeLocal")).collect();
-        assert_eq!(ours.len(), 12, "{saved}");
-        assert!(ours.iter().all(|l| l.contains("fd00::a/128")), "{saved}");
-        assert!(!saved_rules("iptables-save")?.contains("NodeLocal"));
-        backend
-            .remove(&rules)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        assert!(!saved_rules("ip6tables-save")?.contains("NodeLocal"));
+        let ours6 = ours(&saved);
+        assert_eq!(ours6.len(), 12, "{saved}");
+        assert!(ours6.iter().all(|l| l.contains("fd00::a/128")), "{saved}");
+        assert!(ours(&saved_rules("iptables-save")?).is_empty());
+        remove(&backend, &rules)?;
+        assert!(ours(&saved_rules("ip6tables-save")?).is_empty());
         Ok(())
     })
 }
@@ -171,6 +157,22 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
         .build()
         .unwrap()
         .block_on(f)
+}
+
+/// In a fresh namespace of its own, `nodelocaldns` holding `local_ips`, put in place; then
+/// `test` with it.
+fn with_interface(
+    local_ips: &[&str],
+    test: impl AsyncFnOnce(&Interface) -> Result<()> + Send + 'static,
+) -> Result<()> {
+    let local_ips = ips(local_ips);
+    in_fresh_netns(move || {
+        block_on(async {
+            let iface = Interface::new("nodelocaldns", &local_ips)?;
+            iface.ensure().await?;
+            test(&iface).await
+        })
+    })
 }
 
 #[test]
@@ -216,43 +218,28 @@ fn interface_holds_the_local_ips_and_is_repaired_minimally() -> Result<()> {
 
 #[test]
 fn ipv6_addresses_are_usable_at_once() -> Result<()> {
-    in_fresh_netns(|| {
-        block_on(async {
-            let iface = Interface::new("nodelocaldns", &ips(&["fd00::a"]))?;
-            iface.ensure().await?;
-            let addrs =
-                run(Command::new("ip").args(["-6", "addr", "show", "dev", "nodelocaldns"]))?;
-            assert!(addrs.contains("fd00::a/128"), "{addrs}");
-            assert!(!addrs.contains("tentative"), "DAD must be off: {addrs}");
-            // Binding proves the address is usable right now.
-            std::net::UdpSocket::bind("[fd00::a]:0")?;
-            Ok(())
-        })
+    with_interface(&["fd00::a"], async |_| {
+        let addrs = run(Command::new("ip").args(["-6", "addr", "show", "dev", "nodelocaldns"]))?;
+        assert!(addrs.contains("fd00::a/128"), "{addrs}");
+        assert!(!addrs.contains("tentative"), "DAD must be off: {addrs}");
+        // Binding proves the address is usable right now.
+        std::net::UdpSocket::bind("[fd00::a]:0")?;
+        Ok(())
     })
 }
 
 #[test]
 fn link_and_address_removals_arrive_as_events() -> Result<()> {
-    in_fresh_netns(|| {
-        block_on(async {
-            let iface = Interface::new("nodelocaldns", &ips(&["169.254.20.10"]))?;
-            iface.ensure().await?;
-            let mut events = netsetup::NetworkEvents::subscribe()?;
-            let within = std::time::Duration::from_secs(5);
-            run(Command::new("ip").args([
-                "addr",
-                "del",
-                "169.254.20.10/32",
-                "dev",
-                "nodelocaldns",
-            ]))?;
-            let event = tokio::time::timeout(within, events.next()).await?;
-            assert_eq!(event, Some(netsetup::NetworkEvent::AddressRemoved));
-            run(Command::new("ip").args(["link", "del", "nodelocaldns"]))?;
-            let event = tokio::time::timeout(within, events.next()).await?;
-            assert_eq!(event, Some(netsetup::NetworkEvent::Link));
-            Ok(())
-        })
+    with_interface(&["169.254.20.10"], async |_| {
+        let mut events = netsetup::NetworkEvents::subscribe()?;
+        let within = std::time::Duration::from_secs(5);
+        run(Command::new("ip").args(["addr", "del", "169.254.20.10/32", "dev", "nodelocaldns"]))?;
+        let event = tokio::time::timeout(within, events.next()).await?;
+        assert_eq!(event, Some(netsetup::NetworkEvent::AddressRemoved));
+        run(Command::new("ip").args(["link", "del", "nodelocaldns"]))?;
+        let event = tokio::time::timeout(within, events.next()).await?;
+        assert_eq!(event, Some(netsetup::NetworkEvent::Link));
+        Ok(())
     })
 }
 
@@ -291,13 +278,8 @@ fn a_held_xtables_lock_is_a_bounded_lock_error() -> Result<()> {
             "after release the rules go in"
         );
         let saved = run(&mut Command::new("iptables-legacy-save"))?;
-        assert_eq!(
-            saved.lines().filter(|l| l.contains("NodeLocal")).count(),
-            12
-        );
-        backend
-            .remove(&rules)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        assert_eq!(ours(&saved).len(), 12);
+        remove(&backend, &rules)?;
         Ok(())
     })
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use corefile::{KubeDnsConfig, PluginSet, RenderParams};
 
 use crate::flags::Config;
-use crate::kube_api::{ApiInputs, ApiUpdate};
+use crate::kube_api::{ApiInputs, ApiUpdate, Events, Reason};
 use crate::metrics::{ErrorType, Metrics};
 
 pub struct CorefileSync {
@@ -22,6 +22,10 @@ pub struct CorefileSync {
     metrics: Metrics,
     /// The inputs as the Kubernetes API delivered them, when it is the newer source.
     api: ApiInputs,
+    /// Where an unusable ConfigMap is reported (the pod's Events), and the last reported, so
+    /// the periodic re-check of one bad input is not reported again.
+    events: Events,
+    refused: Option<String>,
 }
 
 /// The plugins of the CoreDNS binary, asked once (`coredns -plugins`) at the first render: the
@@ -59,6 +63,21 @@ impl CorefileSync {
             plugins: Plugins::Unread(config.coredns_binary.clone()),
             metrics,
             api: ApiInputs::default(),
+            events: Events::default(),
+            refused: None,
+        }
+    }
+
+    /// Unusable ConfigMaps are reported to `events` from now on.
+    pub fn report_to(&mut self, events: Events) {
+        self.events = events;
+    }
+
+    /// An unusable ConfigMap, once per change of what is wrong.
+    fn refuse(&mut self, why: String) {
+        if self.refused.as_ref() != Some(&why) {
+            self.events.report(Reason::InvalidConfigMap, why.clone());
+            self.refused = Some(why);
         }
     }
 
@@ -79,15 +98,20 @@ impl CorefileSync {
     /// it rather than serve nothing, unless a good Corefile was already written.
     fn kube_dns(&mut self) -> Option<KubeDnsConfig> {
         if let Some(keys) = self.api.kube_dns(self.kube_dns_dir.as_deref()) {
-            return keys
-                .parse()
-                .inspect_err(|e| {
+            let parsed = keys.parse();
+            return match parsed {
+                Ok(config) => Some(config),
+                Err(e) => {
                     self.metrics.setup_error(ErrorType::Configmap);
                     tracing::error!(
                         "kube-dns ConfigMap (API): {e}; keeping the last good Corefile"
                     );
-                })
-                .ok();
+                    self.refuse(format!(
+                        "kube-dns ConfigMap: {e}; keeping the last good Corefile"
+                    ));
+                    None
+                }
+            };
         }
         let Some(dir) = &self.kube_dns_dir else {
             return Some(KubeDnsConfig::default());
@@ -97,6 +121,9 @@ impl CorefileSync {
             Err(e) => {
                 self.metrics.setup_error(ErrorType::Configmap);
                 tracing::error!(dir = %dir.display(), "{e}; keeping the last good Corefile");
+                self.refuse(format!(
+                    "kube-dns ConfigMap: {e}; keeping the last good Corefile"
+                ));
                 None
             }
         }
@@ -118,9 +145,15 @@ impl CorefileSync {
         let Plugins::Known(available) = &self.plugins else {
             return Ok(());
         };
-        corefile::check_plugins(template, available)
+        let checked = corefile::check_plugins(template, available)
             .inspect_err(|_| self.metrics.setup_error(ErrorType::Configmap))
-            .with_context(|| format!("-basecorefile {}", self.base.display()))
+            .with_context(|| format!("-basecorefile {}", self.base.display()));
+        if let Err(e) = &checked {
+            self.refuse(format!(
+                "node-local-dns ConfigMap: {e:#}; keeping the last good Corefile"
+            ));
+        }
+        checked
     }
 
     /// What the Kubernetes API reported; [`Self::refresh`] renders it.
@@ -145,7 +178,10 @@ impl CorefileSync {
         };
         self.check_plugins(&template)?;
         let kube_dns = match self.kube_dns() {
-            Some(config) => config,
+            Some(config) => {
+                self.refused = None;
+                config
+            }
             None if self.written.is_some() => return Ok(Outcome::Unchanged),
             None => KubeDnsConfig::default(),
         };

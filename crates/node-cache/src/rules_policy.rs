@@ -107,6 +107,11 @@ impl RulesPolicy {
         }
     }
 
+    /// Whether the rules are withdrawn because CoreDNS cannot serve.
+    pub fn failing_open(&self) -> bool {
+        self.fail_open
+    }
+
     /// Ready for the kubelet: our CoreDNS serves and, when we manage them, the rules are in.
     pub fn ready(&self, serving: bool) -> bool {
         serving && !self.fail_open && (self.in_place || !self.managed)

@@ -15,15 +15,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use coredns_child::memlimit::derived_gomemlimit;
-use coredns_child::{ChildSupervisor, Event, ReloadOutcome, Spec};
+use coredns_child::{sleep_until_opt, ChildSupervisor, Event, ReloadOutcome, Spec};
 use netsetup::NetworkEvents;
 use nix::sys::signal::Signal;
-use tokio::time::{interval, sleep_until, MissedTickBehavior};
+use tokio::time::{interval, MissedTickBehavior};
 
 use crate::config_watch::{ConfigWatch, Input};
 use crate::corefile_sync::{CorefileSync, Outcome};
 use crate::flags::Config;
-use crate::kube_api::{self, KubeApi};
+use crate::kube_api::{self, Events, KubeApi, Reason};
 use crate::metrics::{Metrics, ReloadResult};
 use crate::node_network::NodeNetwork;
 use crate::peers::{handover, Presence, Role};
@@ -33,6 +33,9 @@ use crate::signals::Signals;
 
 /// Netlink events closer together than this are one repair.
 const REPAIR_SETTLE: Duration = Duration::from_millis(5);
+/// The FailOpen Event's note.
+const FAIL_OPEN_NOTE: &str = "CoreDNS could not serve; rules withdrawn: pods reach kube-dns \
+                              through kube-proxy until it answers again";
 /// How long the last instance out waits for the peer lock before tearing down anyway.
 const LEAVE_LOCK_WAIT: Duration = Duration::from_secs(10);
 
@@ -50,6 +53,8 @@ pub struct Serving<'a> {
     answered_before: bool,
     /// The Kubernetes API's watches of the Corefile's inputs, when there is an API.
     api: Option<KubeApi>,
+    /// The pod's Kubernetes Events (best-effort; nowhere without an API).
+    events: Events,
 }
 
 fn local_addrs(config: &Config) -> Vec<SocketAddr> {
@@ -94,13 +99,6 @@ async fn maybe<T>(source: &mut Option<T>, next: impl AsyncFnOnce(&mut T)) {
     }
 }
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 impl<'a> Serving<'a> {
     /// Starts CoreDNS; the rules follow its first answer.
     pub fn start(
@@ -112,6 +110,8 @@ impl<'a> Serving<'a> {
         started: Instant,
         api: Option<KubeApi>,
     ) -> Self {
+        let events = api.as_ref().map(KubeApi::events).unwrap_or_default();
+        corefile.report_to(events.clone());
         Self {
             config,
             corefile,
@@ -124,6 +124,7 @@ impl<'a> Serving<'a> {
             ready: ReadyFile::new(config.ready_file.clone()),
             answered_before: false,
             api,
+            events,
         }
     }
 
@@ -145,6 +146,9 @@ impl<'a> Serving<'a> {
                 _ = sleep_until_opt(fail_open_at) => {
                     let peers = self.presence.others(Role::Serving);
                     self.rules.on_deadline(self.network, &self.metrics, &peers).await;
+                    if self.rules.failing_open() {
+                        self.events.report(Reason::FailOpen, FAIL_OPEN_NOTE);
+                    }
                 }
                 _ = sync.tick() => self.sync().await,
                 _ = maybe(&mut watch, async |w| w.changed().await) => self.reconfigure(),
@@ -176,16 +180,33 @@ impl<'a> Serving<'a> {
                     tracing::info!("CoreDNS serves again");
                 }
                 self.answered_before = true;
+                let failing_open = self.rules.failing_open();
                 self.rules.on_serving(self.network, &self.metrics).await;
+                if failing_open && !self.rules.failing_open() {
+                    self.events.report(
+                        Reason::FailOpenEnded,
+                        "CoreDNS serves again; rules restored",
+                    );
+                }
             }
             Event::NotAnswering => {
                 self.presence.mark_not_serving();
                 self.rules.on_down();
             }
-            Event::Restarting { reason, .. } => {
+            Event::Restarting { reason, delay } => {
                 self.presence.mark_not_serving();
                 self.rules.on_down();
                 self.metrics.supervision().restart(reason.into());
+                let why = match reason {
+                    coredns_child::RestartReason::Exited => "CoreDNS exited",
+                    coredns_child::RestartReason::Hung => {
+                        "CoreDNS stopped answering and was killed"
+                    }
+                };
+                self.events.report(
+                    Reason::restarted(reason),
+                    format!("{why}; restarting in {delay:?}"),
+                );
                 // CoreDNS's `bind` needs the addresses when the next one starts.
                 self.network.ensure_interface().await.ok();
             }
@@ -265,6 +286,10 @@ impl<'a> Serving<'a> {
             }
             ReloadOutcome::Failed(why) => {
                 self.metrics.supervision().reload(ReloadResult::Failed);
+                self.events.report(
+                    Reason::CorefileRejected,
+                    format!("CoreDNS rejected the new Corefile and keeps serving the previous one: {why}"),
+                );
                 tracing::error!(
                     path = %self.corefile.output().display(),
                     "CoreDNS rejected the new Corefile and keeps serving the previous one: {why}"

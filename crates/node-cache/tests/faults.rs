@@ -10,10 +10,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use dns_query::encode_query;
 use nix::sys::signal::Signal;
 use node_cache::metrics::{ErrorType, ReloadResult, RestartReason};
 use testbed::agent::{addon_stub_domains, INTERFACE};
-use testbed::dns_message::encode_query;
 use testbed::faults::{self, XtablesLock};
 use testbed::fixture::{series, AgentRun, Node, DEADLINE};
 use testbed::process::{self, alive};

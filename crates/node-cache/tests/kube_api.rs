@@ -1,301 +1,39 @@
 //! node-cache's Kubernetes API mode against a real kube-apiserver and etcd: the two started
-//! alone in the test topology's node namespace (on its loopback, so nothing else on the machine
-//! can collide with their ports), node-cache run as a pod on that node with a kubeconfig, and
-//! ConfigMaps and Services changed with `kubectl apply`. Timed: API write → a pod's answer.
+//! alone in the test topology's node namespace ([`testbed::kube_api`]: on its loopback, so
+//! neither a running lab nor anything else on the machine can collide with their ports),
+//! node-cache run as a pod on that node with a kubeconfig, and ConfigMaps and Services changed
+//! with `kubectl apply` (or, for hundreds of writes, an API client in the node namespace).
+//! Timed: API write → a pod's answer. The pod's Events: written, aggregated, and quiet without
+//! permission.
 //!
 //! The binaries come from the lab's build (`hack/kube-lab/build.sh`, cached in
 //! `.cache/kube-lab/bin`; about 10 minutes the first time), so these tests are `#[ignore]`d in
 //! `make test` and run by `make kube-api-test`, which builds them first.
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::Api;
+use testbed::kube_api::{configmap, timed_apply, ApiServer, Timing, NAMESPACE};
 use testbed::pod::Pod;
 use testbed::topology::{names, write_configmap_volume};
-use testbed::{addrs, wait_until, workspace_root, Dig, Netns, Process, Topology, Transport};
+use testbed::{addrs, wait_until, workspace_root, Dig, Process, Topology, Transport};
 
 const NODE_CACHE: &str = env!("CARGO_BIN_EXE_node-cache");
 const DEADLINE: Duration = Duration::from_secs(30);
-const NAMESPACE: &str = "kube-system";
-/// Tokens the apiserver takes (`--token-auth-file`): an admin for kubectl, the DaemonSet's
-/// ServiceAccount as RBAC sees it, and a user with no permission at all.
-const ADMIN: &str = "admin-token";
-const SERVICE_ACCOUNT: &str = "node-local-dns-token";
-const NOBODY: &str = "nobody-token";
-
-/// etcd and kube-apiserver in the node namespace, killed on drop.
-struct ApiServer<'t> {
-    node: &'t Netns,
-    dir: PathBuf,
-    kubectl: PathBuf,
-    apiserver: Option<Process>,
-    _etcd: Process,
-}
-
-/// The lab's binaries: `$KUBE_LAB_BIN`, else `.cache/kube-lab/bin`, built when missing.
-fn lab_bin() -> Result<PathBuf> {
-    let bin = std::env::var_os("KUBE_LAB_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".cache/kube-lab/bin"));
-    if !(bin.join("kube").is_file() && bin.join("etcd").is_file()) {
-        let script = workspace_root().join("hack/kube-lab/build.sh");
-        let status = Command::new(&script)
-            .status()
-            .with_context(|| format!("running {}", script.display()))?;
-        ensure!(status.success(), "{} failed: {status}", script.display());
-    }
-    Ok(bin)
-}
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?}: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn kubeconfig(path: &Path, ca: &Path, token: &str) -> Result<()> {
-    std::fs::write(
-        path,
-        format!(
-            "apiVersion: v1\nkind: Config\n\
-             clusters: [{{name: t, cluster: {{server: \"https://127.0.0.1:6443\", \
-             certificate-authority: \"{}\"}}}}]\n\
-             users: [{{name: u, user: {{token: \"{token}\"}}}}]\n\
-             contexts: [{{name: t, context: {{cluster: t, user: u, namespace: {NAMESPACE}}}}}]\n\
-             current-context: t\n",
-            ca.display()
-        ),
-    )?;
-    Ok(())
-}
-
-impl<'t> ApiServer<'t> {
-    fn start(topo: &'t Topology) -> Result<Self> {
-        let bin = lab_bin()?;
-        let dir = topo.path("kube-api");
-        std::fs::create_dir_all(dir.join("pki"))?;
-        let key = dir.join("pki/sa.key");
-        let public = dir.join("pki/sa.pub");
-        run(Command::new("openssl")
-            .args(["genrsa", "-out"])
-            .arg(&key)
-            .arg("2048"))?;
-        run(Command::new("openssl")
-            .args(["rsa", "-pubout", "-in"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&public))?;
-        std::fs::write(
-            dir.join("pki/tokens.csv"),
-            format!(
-                "{ADMIN},admin,admin,system:masters\n\
-                 {SERVICE_ACCOUNT},system:serviceaccount:{NAMESPACE}:node-local-dns,sa,\
-                 \"system:serviceaccounts,system:serviceaccounts:{NAMESPACE}\"\n\
-                 {NOBODY},nobody,nobody\n"
-            ),
-        )?;
-        // Writes to ConfigMaps and Services are audited: their timestamps (microseconds, this
-        // machine's clock) are the API write the timings start from.
-        let policy = dir.join("audit-policy.yaml");
-        std::fs::write(
-            &policy,
-            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n\
-             - level: Metadata\n  verbs: [create, update, patch]\n  resources:\n  \
-             - group: \"\"\n    resources: [configmaps, services]\n- level: None\n",
-        )?;
-        let mut etcd = topo.node.command(bin.join("etcd"));
-        etcd.arg("--data-dir").arg(dir.join("etcd")).args([
-            "--name=t",
-            "--listen-client-urls=http://127.0.0.1:2379",
-            "--advertise-client-urls=http://127.0.0.1:2379",
-            "--listen-peer-urls=http://127.0.0.1:2380",
-            "--initial-advertise-peer-urls=http://127.0.0.1:2380",
-            "--initial-cluster=t=http://127.0.0.1:2380",
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ]);
-        let etcd = Process::spawn("etcd", etcd, &dir.join("etcd.log"))?;
-        let mut api = topo.node.command(bin.join("kube"));
-        api.arg("kube-apiserver")
-            .arg(format!("--cert-dir={}", dir.join("pki").display()))
-            .arg(format!("--service-account-key-file={}", public.display()))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                key.display()
-            ))
-            .arg(format!(
-                "--token-auth-file={}",
-                dir.join("pki/tokens.csv").display()
-            ))
-            .args([
-                "--etcd-servers=http://127.0.0.1:2379",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                "--secure-port=6443",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                "--authorization-mode=RBAC",
-                "--service-cluster-ip-range=10.96.0.0/12",
-                "--endpoint-reconciler-type=none",
-                "--v=1",
-            ])
-            .arg(format!("--audit-policy-file={}", policy.display()))
-            .arg(format!(
-                "--audit-log-path={}",
-                dir.join("audit.log").display()
-            ));
-        let apiserver = Process::spawn("kube-apiserver", api, &dir.join("apiserver.log"))?;
-        let lab = Self {
-            node: &topo.node,
-            kubectl: bin.join("kube"),
-            dir,
-            apiserver: Some(apiserver),
-            _etcd: etcd,
-        };
-        let ca = lab.dir.join("pki/apiserver.crt");
-        wait_until("the apiserver's certificate", DEADLINE, || Ok(ca.is_file()))
-            .with_context(|| lab.logs())?;
-        for (name, token) in [
-            ("admin", ADMIN),
-            ("node-cache", SERVICE_ACCOUNT),
-            ("nobody", NOBODY),
-        ] {
-            kubeconfig(&lab.kubeconfig(name), &ca, token)?;
-        }
-        wait_until("kube-apiserver /readyz", DEADLINE, || {
-            Ok(lab.kubectl(&["get", "--raw=/readyz"]).is_ok())
-        })
-        .with_context(|| lab.logs())?;
-        // The namespace is created a moment after /readyz.
-        wait_until("namespace kube-system", DEADLINE, || {
-            Ok(lab.kubectl(&["get", "namespace", NAMESPACE]).is_ok())
-        })
-        .with_context(|| lab.logs())?;
-        Ok(lab)
-    }
-
-    fn kubeconfig(&self, who: &str) -> PathBuf {
-        self.dir.join(format!("{who}.kubeconfig"))
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = self.node.command(&self.kubectl);
-        cmd.arg("kubectl")
-            .arg(format!(
-                "--kubeconfig={}",
-                self.kubeconfig("admin").display()
-            ))
-            .args(args);
-        cmd
-    }
-
-    /// kubectl as the admin, in the node namespace (where the apiserver listens).
-    fn kubectl(&self, args: &[&str]) -> Result<String> {
-        run(&mut self.command(args))
-    }
-
-    /// `kubectl apply -f -` of `yaml`.
-    fn apply(&self, yaml: &str) -> Result<()> {
-        use std::io::Write;
-        let mut child = self
-            .command(&["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        child
-            .stdin
-            .take()
-            .context("kubectl's stdin")?
-            .write_all(yaml.as_bytes())?;
-        let out = child.wait_with_output()?;
-        ensure!(
-            out.status.success(),
-            "kubectl apply: {}\n{yaml}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(())
-    }
-
-    /// When the apiserver completed the last write to `resource` `name` (its audit log).
-    fn write_time(&self, resource: &str, name: &str) -> Result<SystemTime> {
-        let log = std::fs::read_to_string(self.dir.join("audit.log"))?;
-        let event = log
-            .lines()
-            .rev()
-            .find(|l| {
-                l.contains("\"stage\":\"ResponseComplete\"")
-                    && l.contains(&format!("\"resource\":\"{resource}\""))
-                    && l.contains(&format!("\"name\":\"{name}\""))
-            })
-            .with_context(|| format!("no audited write of {resource} {name}"))?;
-        let stamp = event
-            .split("\"stageTimestamp\":\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .context("audit event without stageTimestamp")?;
-        parse_utc(stamp)
-    }
-
-    fn logs(&self) -> String {
-        let tail = |p: &str| {
-            let text = std::fs::read_to_string(self.dir.join(p)).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(15)..].join("\n")
-        };
-        format!(
-            "etcd.log:\n{}\napiserver.log:\n{}",
-            tail("etcd.log"),
-            tail("apiserver.log")
-        )
-    }
-
-    /// The apiserver goes away (etcd stays): what node-cache sees when the control plane is
-    /// down.
-    fn stop_apiserver(&mut self) {
-        self.apiserver = None;
-    }
-}
+/// The agent's pod name (POD_NAME), which its Events name.
+const POD: &str = "node-cache";
 
 /// One at a time: each test runs a control plane, and the timings are the point.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A JSON string literal.
-fn json(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A ConfigMap in kube-system, as JSON (which `kubectl apply` reads like YAML).
-fn configmap(name: &str, keys: &[(&str, &str)]) -> String {
-    let data: Vec<String> = keys
-        .iter()
-        .map(|(k, v)| format!("{}: {}", json(k), json(v)))
-        .collect();
-    format!(
-        r#"{{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {{"name": "{name}", "namespace": "{NAMESPACE}"}}, "data": {{{}}}}}"#,
-        data.join(", ")
-    )
 }
 
 fn service(name: &str, cluster_ip: &str) -> String {
@@ -384,7 +122,12 @@ impl Agent {
         ]
         .map(str::to_owned)
         .to_vec();
-        let process = Pod::new("node-cache").start(topo, Path::new(NODE_CACHE), &args, &log)?;
+        let env = [("POD_NAMESPACE", NAMESPACE.to_string())];
+        let pod = Pod {
+            env: &env,
+            ..Pod::new(POD)
+        };
+        let process = pod.start(topo, Path::new(NODE_CACHE), &args, &log)?;
         Ok(Self {
             process,
             conf,
@@ -412,63 +155,6 @@ impl Agent {
     fn write_volume(&self, stub_domains: &str) -> Result<()> {
         write_configmap_volume(&self.kube_dns, &[("stubDomains", stub_domains)])
     }
-}
-
-/// One timed change: from kubectl's start and from its return (the write acknowledged) to
-/// the first answer `check` accepts.
-struct Timing {
-    from_kubectl: Duration,
-    from_write: Duration,
-}
-
-/// `kubectl apply` of `yaml` (which writes `resource` `name`), then waits for `check`.
-fn timed_apply(
-    api: &ApiServer,
-    (resource, name): (&str, &str),
-    yaml: &str,
-    mut check: impl FnMut() -> bool,
-) -> Result<Timing> {
-    let start = Instant::now();
-    api.apply(yaml)?;
-    wait_until("the change to be answered", Duration::from_secs(5), || {
-        Ok(check())
-    })?;
-    let answered = SystemTime::now();
-    let from_kubectl = start.elapsed();
-    let written = api.write_time(resource, name)?;
-    Ok(Timing {
-        from_kubectl,
-        from_write: answered.duration_since(written)?,
-    })
-}
-
-/// An RFC 3339 UTC timestamp as the apiserver writes it (`2026-12-01T03:20:00.123456Z`).
-fn parse_utc(stamp: &str) -> Result<SystemTime> {
-    let bad = || anyhow::anyhow!("timestamp {stamp:?}: not YYYY-MM-DDTHH:MM:SS[.frac]Z");
-    let (date, time) = stamp
-        .strip_suffix('Z')
-        .and_then(|s| s.split_once('T'))
-        .ok_or_else(bad)?;
-    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
-    let d: Vec<i64> = date.split('-').map(num).collect::<Result<_>>()?;
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms.split(':').map(num).collect::<Result<_>>()?;
-    ensure!(d.len() == 3 && t.len() == 3, bad());
-    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
-    let (y, m) = if d[1] <= 2 {
-        (d[0] - 1, d[1])
-    } else {
-        (d[0], d[1])
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d[2] - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    let secs = days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2];
-    let nanos = num(&format!("{frac:0<9}")[..9])?;
-    Ok(SystemTime::UNIX_EPOCH
-        + Duration::from_secs(u64::try_from(secs)?)
-        + Duration::from_nanos(u64::try_from(nanos)?))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -642,6 +328,16 @@ fn a_forbidden_api_is_said_once_and_the_mounted_files_serve() -> Result<()> {
         .filter(|l| !l.contains("no dummy link type"))
         .collect();
     assert!(noisy.is_empty(), "{noisy:#?}\n{log}");
+
+    // No permission for Events either: said once, however many there would be.
+    for i in 0..3 {
+        agent.write_volume(&invalid_stub_domains(i))?;
+        agent.wait_log(&format!("swap-{i}.invalid.test"))?;
+    }
+    agent.wait_log("Kubernetes Events on this pod are not written (403")?;
+    std::thread::sleep(Duration::from_secs(2)); // a retry or two
+    let log = agent.process.log();
+    assert_eq!(log.matches("Kubernetes Events").count(), 1, "{log}");
     Ok(())
 }
 
@@ -673,5 +369,134 @@ fn the_upstream_service_is_found_and_followed_through_the_api() -> Result<()> {
     )
     .with_context(|| agent.process.log())?;
     report("recreated Service → rendered", &[t]);
+    Ok(())
+}
+
+/// `f` with an admin API client, run on a thread in the node namespace (where the apiserver
+/// listens).
+fn with_client<T, F>(
+    api: &ApiServer,
+    f: impl FnOnce(kube::Client) -> F + Send + 'static,
+) -> Result<T>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T>>,
+{
+    let kubeconfig = api.kubeconfig("admin");
+    api.on_node(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let file = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+            let config = kube::Config::from_custom_kubeconfig(file, &Default::default()).await?;
+            f(kube::Client::try_from(config)?).await
+        })
+    })
+}
+
+/// A stubDomains node-cache refuses, naming swap `i`.
+fn invalid_stub_domains(i: usize) -> String {
+    format!(r#"{{"swap-{i}.invalid.test": []}}"#)
+}
+
+/// The pod's Events with `reason`: (name, count).
+fn events(api: &ApiServer, reason: &'static str) -> Result<Vec<(String, i32)>> {
+    with_client(api, move |client| async move {
+        let list = Api::<Event>::namespaced(client, NAMESPACE)
+            .list(&ListParams::default())
+            .await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(POD))
+            .map(|e| {
+                let count = e.series.as_ref().map_or(1, |s| s.count);
+                (e.metadata.name.unwrap_or_default(), count)
+            })
+            .collect())
+    })
+}
+
+#[test]
+#[ignore = "needs kube-apiserver and etcd: make kube-api-test"]
+fn a_thousand_invalid_configmap_swaps_are_one_event_counting_them() -> Result<()> {
+    const SWAPS: usize = 1000;
+    let _serial = serial();
+    let topo = Topology::build()?;
+    let api = ApiServer::start(&topo)?;
+    api.apply(&manifest_rbac()?)?;
+    api.apply(&configmap(
+        "node-local-dns",
+        &[("Corefile", &base_corefile()?)],
+    ))?;
+    let stub = stub_domains(addrs::STUB_SERVER);
+    api.apply(&configmap("kube-dns", &[("stubDomains", &stub)]))?;
+    let agent = Agent::start(
+        &topo,
+        &api.kubeconfig("node-cache"),
+        "kube-dns-upstream",
+        &stub,
+    )?;
+    agent.wait_answering(&topo)?;
+
+    // As fast as the apiserver takes them, each a different mistake.
+    let started = Instant::now();
+    with_client(&api, |client| async move {
+        let configmaps = Api::<ConfigMap>::namespaced(client, NAMESPACE);
+        for i in 0..SWAPS {
+            let change = ConfigMap {
+                data: Some(BTreeMap::from([(
+                    "stubDomains".to_string(),
+                    invalid_stub_domains(i),
+                )])),
+                ..Default::default()
+            };
+            configmaps
+                .patch("kube-dns", &PatchParams::default(), &Patch::Merge(&change))
+                .await?;
+        }
+        Ok(())
+    })?;
+    let written = started.elapsed();
+    // The watch delivers the writes in order: once the last is refused, every one node-cache
+    // saw has been (a burst may reach it as fewer renders).
+    agent.wait_log(&format!("swap-{}.invalid.test", SWAPS - 1))?;
+    let refused = agent
+        .process
+        .log()
+        .matches("kube-dns ConfigMap (API): ")
+        .count();
+    let mut seen = Vec::new();
+    wait_until("the Event to count every refusal", DEADLINE, || {
+        seen = events(&api, "InvalidConfigMap")?;
+        Ok(seen.iter().map(|(_, c)| *c as usize).sum::<usize>() == refused)
+    })
+    .with_context(|| format!("{refused} refusals, Events {seen:?}"))?;
+    println!(
+        "{SWAPS} invalid kube-dns swaps written in {:.1} s; node-cache refused {refused} renders; \
+         Event objects: {}, counts {:?}",
+        written.as_secs_f64(),
+        seen.len(),
+        seen.iter().map(|(_, c)| c).collect::<Vec<_>>()
+    );
+    assert!(
+        refused >= SWAPS / 10,
+        "{refused} refusals for {SWAPS} swaps"
+    );
+    assert_eq!(seen.len(), 1, "one Event for the whole burst: {seen:?}");
+
+    // CoreDNS killed: restarted, and said on the pod.
+    let coredns = testbed::process::children_of(agent.process.pid())
+        .into_iter()
+        .find(|(_, comm)| comm == "coredns")
+        .context("no CoreDNS under node-cache")?;
+    testbed::process::send(coredns.0, nix::sys::signal::Signal::SIGKILL)?;
+    wait_until("a CoreDNSExited Event", DEADLINE, || {
+        Ok(!events(&api, "CoreDNSExited")?.is_empty())
+    })
+    .with_context(|| agent.process.log())?;
+    agent.wait_answering(&topo)?;
     Ok(())
 }

@@ -8,12 +8,12 @@
 
 pub mod agent;
 pub mod dig;
-pub mod dns_message;
 pub mod faults;
 pub mod firewall_bench;
 pub mod fixture;
 pub mod handover;
 pub mod isolated;
+pub mod kube_api;
 pub mod load;
 pub mod netns;
 pub mod pod;

@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use dns_query::{decode_reply, encode_query, first_id};
 
-use crate::dns_message::{decode_reply, encode_query, first_id};
 use crate::querier::enter_netns;
 use crate::Netns;
 
@@ -292,7 +292,7 @@ fn run_load(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns_message::tests::reply_to;
+    use dns_query::encode_reply;
 
     #[test]
     fn load_against_a_local_responder_counts_answers_and_silence() -> Result<()> {
@@ -307,7 +307,7 @@ mod tests {
                 let mut buf = [0u8; 512];
                 while let Ok((_, peer)) = server.recv_from(&mut buf) {
                     let id = u16::from_be_bytes([buf[0], buf[1]]);
-                    server.send_to(&reply_to(id, "a.test", 0, &[[192, 0, 2, 1]]), peer)?;
+                    server.send_to(&encode_reply(id, "a.test", 0, &[[192, 0, 2, 1]]), peer)?;
                 }
                 Ok::<_, anyhow::Error>(())
             });

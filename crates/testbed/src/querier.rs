@@ -4,14 +4,13 @@
 //! the socket lives in the namespace while the rest of the process stays where it is.
 
 use std::fs::File;
-use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use dns_query::{first_id, Reply};
 use nix::sched::{setns, CloneFlags};
 
-use crate::dns_message::{decode_reply, encode_query, first_id, Reply};
 use crate::Netns;
 
 /// Moves the calling thread into the named namespace's network (`/run/netns/<name>`).
@@ -52,30 +51,7 @@ impl Querier {
     pub fn query(&self, server: SocketAddr, name: &str, timeout: Duration) -> Result<Reply> {
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1));
-        self.socket
-            .send_to(&encode_query(id, name)?, server)
-            .with_context(|| format!("sending a query to {server}"))?;
-        let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 1500];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                bail!("no reply from {server} for {name} within {timeout:?}");
-            }
-            self.socket.set_read_timeout(Some(left))?;
-            match self.socket.recv_from(&mut buf) {
-                Ok((n, from)) if from == server => {
-                    if let Ok(reply) = decode_reply(&buf[..n]) {
-                        if reply.id == id {
-                            return Ok(reply);
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => return Err(e).with_context(|| format!("receiving from {server}")),
-            }
-        }
+        dns_query::query(&self.socket, id, server, name, timeout)
     }
 
     /// The A records `server` returns for `name`, or None when the query fails, times out or

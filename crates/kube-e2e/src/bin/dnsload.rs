@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use kube_e2e::dns::{decode_reply, encode_query, first_id, query, rcode_name};
+use dns_query::{decode_reply, encode_query, first_id, query, rcode_name};
 use kube_e2e::report::ServerLoad;
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(2);

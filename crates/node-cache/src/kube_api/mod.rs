@@ -6,9 +6,10 @@
 //! does, having said why once.
 //!
 //! `client` finds the API, `watch` follows one object, `inputs` and `freshness` decide which
-//! source is the newer, `upstream_svc` reads `-upstreamsvc`.
+//! source is the newer, `upstream_svc` reads `-upstreamsvc`, `events` writes the pod's Events.
 
 mod client;
+mod events;
 mod freshness;
 mod inputs;
 #[cfg(test)]
@@ -24,6 +25,7 @@ use kube::{Api, Client};
 use tokio::sync::mpsc;
 
 pub use client::Environment;
+pub use events::{Events, Reason};
 pub use inputs::ApiInputs;
 pub use upstream_svc::{ServiceRef, UpstreamService};
 use watch::{watch, ApiHealth, Seen};
@@ -71,6 +73,8 @@ pub struct KubeApi {
     service_lost: bool,
     /// Which objects are watched: (template, kube-dns, upstream Service).
     watched: (bool, bool, bool),
+    /// Where the pod's Events go.
+    events: Events,
 }
 
 impl KubeApi {
@@ -121,6 +125,11 @@ impl KubeApi {
     pub fn may_tell_service(&self) -> bool {
         self.follows_service && !self.service_lost
     }
+
+    /// Where the pod's Events go (nowhere without the downward API's POD_NAME/POD_NAMESPACE).
+    pub fn events(&self) -> Events {
+        self.events.clone()
+    }
 }
 
 /// Every report waiting, at least one; pending forever without an API. Cancel-safe.
@@ -170,6 +179,7 @@ pub async fn start(
             return None;
         }
     };
+    let events = events::start_for_pod(&client, env.var);
     let (tx, updates) = mpsc::unbounded_channel();
     let health = ApiHealth::default();
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
@@ -231,6 +241,7 @@ pub async fn start(
             !config.kube_dns_configmap.is_empty(),
             follows_service,
         ),
+        events,
     })
 }
 

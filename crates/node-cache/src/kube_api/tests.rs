@@ -12,6 +12,7 @@ fn api(watched: (bool, bool, bool)) -> (mpsc::UnboundedSender<ApiUpdate>, KubeAp
         follows_service: watched.2,
         service_lost: false,
         watched,
+        events: Default::default(),
     };
     (tx, api)
 }

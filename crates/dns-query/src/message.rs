@@ -1,9 +1,8 @@
-//! DNS over UDP by hand: an A query with RD set, and of a reply the header and the answer
-//! section's A records. Enough for a load generator and a client; no dependency to link
-//! statically into the test pod's image.
+//! DNS messages written and read by hand: an A query with RD set; of a reply the header, the
+//! question (skipped) and the answer records; and a reply as a server writes it, for test
+//! responders.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::net::Ipv4Addr;
 
 use anyhow::{bail, ensure, Context, Result};
 
@@ -17,7 +16,7 @@ pub fn encode_query(id: u16, name: &str) -> Result<Vec<u8>> {
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&0x0100u16.to_be_bytes()); // RD
     m.extend_from_slice(&1u16.to_be_bytes()); // QDCOUNT
-    m.extend_from_slice(&[0; 6]);
+    m.extend_from_slice(&[0; 6]); // AN, NS, AR counts
     let trimmed = name.strip_suffix('.').unwrap_or(name);
     if !trimmed.is_empty() {
         for label in trimmed.split('.') {
@@ -39,18 +38,34 @@ pub fn encode_query(id: u16, name: &str) -> Result<Vec<u8>> {
     Ok(m)
 }
 
+/// A reply to `encode_query(id, name)` as a server writes it, for responders in tests: RCODE
+/// `rcode`, the question echoed, one A record per address, each naming the question by a
+/// pointer (0xC00C).
+pub fn encode_reply(id: u16, name: &str, rcode: u8, a: &[[u8; 4]]) -> Vec<u8> {
+    let mut m = encode_query(id, name).expect("a name a query was sent for");
+    m[2] = 0x81; // QR, RD
+    m[3] = 0x80 | rcode; // RA
+    m[6..8].copy_from_slice(&(a.len() as u16).to_be_bytes());
+    for addr in a {
+        m.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4]);
+        m.extend_from_slice(addr);
+    }
+    m
+}
+
 /// What a reply said.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
     pub id: u16,
     pub rcode: u8,
-    /// ANCOUNT: answer records of any type.
+    /// ANCOUNT: answer records of any type, all of them parsed.
     pub answers: usize,
+    /// The answer section's A records.
     pub a: Vec<Ipv4Addr>,
 }
 
 impl Reply {
-    /// NOERROR with at least one answer record: what the load counts as answered.
+    /// NOERROR with at least one answer record: what a load counts as answered.
     pub fn is_answer(&self) -> bool {
         self.rcode == RCODE_NOERROR && self.answers > 0
     }
@@ -75,6 +90,7 @@ fn u16_at(m: &[u8], at: usize) -> Result<u16> {
         .context("DNS message truncated")
 }
 
+/// The offset just past the (possibly compressed) name starting at `at`.
 fn skip_name(m: &[u8], mut at: usize) -> Result<usize> {
     loop {
         let len = *m.get(at).context("DNS message truncated in a name")?;
@@ -90,7 +106,7 @@ fn skip_name(m: &[u8], mut at: usize) -> Result<usize> {
     }
 }
 
-/// Reads a reply's header, skips its question and reads its answer records.
+/// Reads a reply: the header, the question section (skipped) and the answer section.
 pub fn decode_reply(m: &[u8]) -> Result<Reply> {
     ensure!(m.len() >= 12, "DNS message of {} bytes", m.len());
     let id = u16_at(m, 0)?;
@@ -133,74 +149,81 @@ pub fn first_id() -> u16 {
     (nanos ^ (std::process::id() << 7)) as u16
 }
 
-/// Sends one A query on `socket` and waits up to `timeout` for the reply with its ID (any
-/// RCODE); no reply in time is an error naming the server and the name.
-pub fn query(
-    socket: &UdpSocket,
-    id: u16,
-    server: SocketAddr,
-    name: &str,
-    timeout: Duration,
-) -> Result<Reply> {
-    socket
-        .send_to(&encode_query(id, name)?, server)
-        .with_context(|| format!("sending a query for {name} to {server}"))?;
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 1500];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            bail!("no reply from {server} for {name} within {timeout:?}");
-        }
-        socket.set_read_timeout(Some(left))?;
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) if from == server => {
-                if let Ok(reply) = decode_reply(&buf[..n]) {
-                    if reply.id == id {
-                        return Ok(reply);
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("waiting for {server}'s reply for {name}"))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_query_has_one_question_with_its_labels() {
-        let m = encode_query(0x1234, "a.bc.").unwrap();
+    fn query_encodes_header_question_and_labels() {
+        let m = encode_query(0xBEEF, "db.corp.internal.").unwrap();
+        assert_eq!(&m[..12], &[0xBE, 0xEF, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&m[12..], b"\x02db\x04corp\x08internal\x00\x00\x01\x00\x01");
+        assert_eq!(encode_query(1, "db.corp.internal").unwrap(), {
+            let mut same = m.clone();
+            same[..2].copy_from_slice(&1u16.to_be_bytes());
+            same
+        });
         assert_eq!(
-            m,
-            [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 2, b'b', b'c', 0, 0, 1, 0, 1]
+            &encode_query(1, ".").unwrap()[12..],
+            b"\x00\x00\x01\x00\x01"
         );
-        assert!(encode_query(1, "a..b").is_err());
-        assert!(encode_query(1, &"x".repeat(64)).is_err());
     }
 
     #[test]
-    fn a_reply_with_a_compressed_answer_is_read() {
-        let mut m = encode_query(7, "k.io").unwrap();
-        m[2] = 0x81; // QR, RD
-        m[3] = 0x80; // RA, NOERROR
-        m[7] = 1; // ANCOUNT
-        m.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 96, 0, 1]);
-        let r = decode_reply(&m).unwrap();
-        assert_eq!(r.id, 7);
-        assert!(r.is_answer());
-        assert_eq!(r.a, vec![Ipv4Addr::new(10, 96, 0, 1)]);
-        assert!(decode_reply(&m[..m.len() - 1]).is_err());
-        assert!(decode_reply(&encode_query(7, "k.io").unwrap()).is_err());
+    fn query_rejects_bad_names() {
+        assert!(encode_query(1, "a..b").is_err());
+        assert!(encode_query(1, &"x".repeat(64)).is_err());
+        assert!(encode_query(1, &["abcdefghi"; 30].join(".")).is_err());
+    }
+
+    #[test]
+    fn reply_with_a_records_is_an_answer() {
+        let m = encode_reply(7, "www.example.com", 0, &[[192, 0, 2, 80], [192, 0, 2, 81]]);
+        let reply = decode_reply(&m).unwrap();
+        assert_eq!(reply.id, 7);
+        assert_eq!(reply.rcode, 0);
+        assert_eq!(reply.answers, 2);
+        assert_eq!(
+            reply.a,
+            [Ipv4Addr::new(192, 0, 2, 80), Ipv4Addr::new(192, 0, 2, 81)]
+        );
+        assert!(reply.is_answer());
+    }
+
+    #[test]
+    fn nxdomain_servfail_and_empty_noerror_are_not_answers() {
+        for (rcode, a) in [
+            (3, vec![]),
+            (2, vec![]),
+            (0, vec![]),
+            (5, vec![[1, 2, 3, 4]]),
+        ] {
+            let reply = decode_reply(&encode_reply(9, "x.example", rcode, &a)).unwrap();
+            assert_eq!(reply.rcode, rcode);
+            assert!(!reply.is_answer(), "rcode {rcode} with {} records", a.len());
+        }
+        assert_eq!(rcode_name(3), "NXDOMAIN");
+        assert_eq!(rcode_name(9), "RCODE9");
+    }
+
+    #[test]
+    fn non_a_records_count_but_are_not_addresses() {
+        // A CNAME (type 5) whose target is a pointer, then an A record.
+        let mut m = encode_reply(3, "www.example.com", 0, &[]);
+        m[6..8].copy_from_slice(&2u16.to_be_bytes());
+        m.extend_from_slice(&[0xC0, 0x0C, 0, 5, 0, 1, 0, 0, 0, 30, 0, 2, 0xC0, 0x0C]);
+        m.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 0, 0, 1]);
+        let reply = decode_reply(&m).unwrap();
+        assert_eq!(reply.answers, 2);
+        assert_eq!(reply.a, [Ipv4Addr::new(10, 0, 0, 1)]);
+    }
+
+    #[test]
+    fn queries_and_truncated_messages_are_rejected() {
+        assert!(decode_reply(&encode_query(1, "a.b").unwrap()).is_err());
+        let m = encode_reply(1, "a.b", 0, &[[1, 2, 3, 4]]);
+        for len in [0, 11, 14, m.len() - 1] {
+            assert!(decode_reply(&m[..len]).is_err(), "{len} bytes");
+        }
     }
 }
