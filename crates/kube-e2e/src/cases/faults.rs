@@ -14,10 +14,10 @@ use crate::Ctx;
 /// How long after `since` the node gets an answer for the cluster name at `ip`.
 fn answered_again(lab: &Lab, ip: &str, since: Instant, limit: Duration) -> Result<Duration> {
     let socket = lab.node_socket()?;
-    let mut id = kube_e2e::dns::first_id();
+    let mut id = dns_query::first_id();
     loop {
         id = id.wrapping_add(1);
-        if let Ok(r) = kube_e2e::dns::query(
+        if let Ok(r) = dns_query::query(
             &socket,
             id,
             dns_addr(ip),
