@@ -501,7 +501,8 @@ fn the_ha_twin_is_the_manifest_as_install_sh_renders_it_with_ha() {
 
 #[test]
 fn nftables_mode_takes_the_kube_dns_ip_with_the_nftables_backend() {
-    let r = checked("nftables", &render("nftables", &[]));
+    let nftables = ["--mode", "nftables", "--kube-dns-ip", "10.96.0.10"];
+    let (r, _) = same_as_installed("nftables", &nftables, str::to_string);
     let ds = r.daemonsets()[0];
     assert_eq!(flag(ds, "-localip"), "169.254.20.10,10.96.0.10");
     assert!(
