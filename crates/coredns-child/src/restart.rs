@@ -1,5 +1,5 @@
 //! When to restart a CoreDNS that exited or hung: at once the first time, then with capped
-//! exponential back-off while it keeps failing; a run that stayed healthy long enough resets it.
+//! exponential back-off while it keeps failing; a run that served long enough resets it.
 
 use std::time::Duration;
 
@@ -7,8 +7,8 @@ use std::time::Duration;
 pub struct Backoff {
     first_retry: Duration,
     max: Duration,
-    /// A child that served this long is considered healthy again: the next failure restarts
-    /// it at once.
+    /// A child that served (answered as ours) this long is considered healthy again: the next
+    /// failure restarts it at once.
     healthy_after: Duration,
     failures_in_a_row: u32,
 }
@@ -18,7 +18,7 @@ impl Default for Backoff {
         Self::new(
             Duration::from_millis(100),
             Duration::from_secs(5),
-            Duration::from_secs(10),
+            Duration::from_secs(2),
         )
     }
 }
@@ -33,10 +33,10 @@ impl Backoff {
         }
     }
 
-    /// Records a failure of a child that ran for `ran_for`; returns how long to wait before
-    /// starting the next one.
-    pub fn on_failure(&mut self, ran_for: Duration) -> Duration {
-        if ran_for >= self.healthy_after {
+    /// Records a failure of a child that served for `served_for`; returns how long to wait
+    /// before starting the next one.
+    pub fn on_failure(&mut self, served_for: Duration) -> Duration {
+        if served_for >= self.healthy_after {
             self.failures_in_a_row = 0;
         }
         self.failures_in_a_row += 1;

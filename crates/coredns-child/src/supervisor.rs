@@ -76,6 +76,8 @@ pub enum Event {
 struct Running {
     child: CorednsChild,
     started: Instant,
+    /// When it first answered as ours; the back-off judges a run by how long it served.
+    answered_at: Option<Instant>,
 }
 
 /// One state at a time, so "answered but killed" or "down but probing" cannot be expressed.
@@ -197,6 +199,7 @@ impl ChildSupervisor {
                 self.state = State::Starting(Running {
                     child,
                     started: Instant::now(),
+                    answered_at: None,
                 });
                 self.next_probe = tokio::time::Instant::now();
             }
@@ -228,7 +231,10 @@ impl ChildSupervisor {
             }
         };
         let ran_for = running.started.elapsed();
-        let delay = self.backoff.on_failure(ran_for);
+        // A CoreDNS that served and then died is a new failure, not the next of a crash loop
+        // (a bad Corefile earlier must not delay the restart after a later crash).
+        let served_for = running.answered_at.map_or(Duration::ZERO, |t| t.elapsed());
+        let delay = self.backoff.on_failure(served_for);
         let status = match status {
             Ok(s) => s.to_string(),
             Err(e) => format!("unknown status: {e}"),
@@ -263,8 +269,9 @@ impl ChildSupervisor {
                 (false, _) => STARTING_PROBE_EVERY,
             };
         match (std::mem::replace(&mut self.state, State::Stopped), result) {
-            (State::Starting(r), Ok(_)) if self.owns_sockets(r.child.pid()) => {
+            (State::Starting(mut r), Ok(_)) if self.owns_sockets(r.child.pid()) => {
                 let since_spawn = r.started.elapsed();
+                r.answered_at = Some(Instant::now());
                 self.state = State::Serving {
                     running: r,
                     missed: 0,

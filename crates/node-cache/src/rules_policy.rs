@@ -19,6 +19,9 @@ pub struct RulesPolicy {
     fail_open: bool,
     /// Since when CoreDNS has not been serving; None while it serves.
     down_since: Option<Instant>,
+    /// This outage's rules were kept because a peer serves (said once per outage: the check
+    /// repeats every `FAIL_OPEN_AFTER` while a rollout's new pod cannot start its CoreDNS).
+    kept_for_peers: bool,
     /// The agent's start, for the "rules in place" figure.
     started: Instant,
 }
@@ -30,6 +33,7 @@ impl RulesPolicy {
             in_place: false,
             fail_open: false,
             down_since: Some(Instant::now()),
+            kept_for_peers: false,
             started,
         }
     }
@@ -37,6 +41,7 @@ impl RulesPolicy {
     /// Our CoreDNS answers: the rules go in if missing, and a fail-open ends.
     pub async fn on_serving(&mut self, network: &NodeNetwork, metrics: &Metrics) {
         self.down_since = None;
+        self.kept_for_peers = false;
         if self.managed && !self.in_place {
             match network.ensure_rules().await {
                 Ok(()) => {
@@ -77,7 +82,9 @@ impl RulesPolicy {
         serving_peers: &[String],
     ) {
         if !serving_peers.is_empty() {
-            tracing::warn!(peers = ?serving_peers, "CoreDNS has not served for {FAIL_OPEN_AFTER:?}, but another instance serves; keeping the rules");
+            if !std::mem::replace(&mut self.kept_for_peers, true) {
+                tracing::warn!(peers = ?serving_peers, "CoreDNS has not served for {FAIL_OPEN_AFTER:?}, but another instance serves; keeping the rules while it does");
+            }
             self.down_since = Some(Instant::now());
             return;
         }
