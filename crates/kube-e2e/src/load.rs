@@ -82,6 +82,15 @@ impl LoadResult {
         }
         Ok(())
     }
+
+    /// The load ran at its rate and not one query failed `during` what the case did.
+    pub fn check_lossless(&self, during: &str) -> Result<()> {
+        self.check_rate()?;
+        if self.failed() > 0 {
+            bail!("queries failed {during}: {}", self.detail());
+        }
+        Ok(())
+    }
 }
 
 impl Load {

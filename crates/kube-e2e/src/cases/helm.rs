@@ -135,12 +135,7 @@ pub fn helm_chart(ctx: &Ctx) -> Result<String> {
         );
         upgraded.context("helm upgrade --wait")?;
         gone?;
-        result.check_rate()?;
-        ensure!(
-            result.failed() == 0,
-            "queries failed during the helm upgrade: {}",
-            result.detail()
-        );
+        result.check_lossless("during the helm upgrade")?;
         let after = cache_ttl_in_effect(lab)?;
         ensure!(
             after.contains("cache 20") && !before.contains("cache 20"),

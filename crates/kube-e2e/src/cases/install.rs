@@ -82,12 +82,7 @@ pub fn drop_in(ctx: &Ctx) -> Result<String> {
         );
         rules_ok.context("upstream's manifest with our image never installed the rules")?;
         resolving?;
-        steady.check_rate()?;
-        ensure!(
-            steady.failed() == 0,
-            "queries failed while serving: {}",
-            steady.detail()
-        );
+        steady.check_lossless("while serving")?;
         // Upstream's own strategy, printed for comparison: the old pod goes before the new
         // one starts (and its declared host ports keep a surge pod off the node anyway).
         let load = Load::start(lab, "dropin-roll")?;

@@ -131,12 +131,7 @@ pub fn surge_rollouts(ctx: &Ctx) -> Result<String> {
         result.sent()
     );
     outcome?;
-    result.check_rate()?;
-    ensure!(
-        result.failed() == 0,
-        "queries failed during the rollouts: {}",
-        result.detail()
-    );
+    result.check_lossless("during the rollouts")?;
     wait_rules(lab, RULES, secs(10))?;
     Ok(format!(
         "rollouts took {}; {}",
@@ -267,12 +262,7 @@ pub fn ha_update(ctx: &Ctx) -> Result<String> {
             result.sent()
         );
         steps?;
-        result.check_rate()?;
-        ensure!(
-            result.failed() == 0,
-            "queries failed during the HA update: {}",
-            result.detail()
-        );
+        result.check_lossless("during the HA update")?;
         wait_rules(lab, RULES, secs(10))?;
         pods_resolve(lab)?;
         Ok(format!(
