@@ -2,7 +2,9 @@
 //! dnsperf load from the pod namespace, and at their peak (VmHWM); the load's throughput. Run
 //! for node-cache's CoreDNS build and, when `COREDNS_FULL_BINARY` names one, for the full
 //! release build, so one run shows what the trimmed plugin set saves. Upstream's one-process
-//! figures (issue 13, same kind of run on this machine) are printed beside them.
+//! figures (issue 13, same kind of run on this machine) are printed beside them. The baseline
+//! for throughput is node-cache's CoreDNS alone (no agent, no rules) serving the Corefile the
+//! agent rendered, the local IPs on the node's loopback: the table ends with the ratio.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +13,7 @@ use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 use testbed::agent::{coredns_host_pid, pod_query, start_node_cache, AgentFiles};
 use testbed::topology::names;
-use testbed::{addrs, wait_until, workspace_root, Topology, Transport};
+use testbed::{addrs, wait_until, workspace_root, Process, Topology, Transport};
 
 const RUNS: usize = 3;
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -71,8 +73,25 @@ fn one_run(topo: &Topology, binary: &Path, args: &[String], queries: &Path) -> R
     let coredns = coredns_host_pid(&agent, &topo.path("node-cache.pid"))?;
     std::thread::sleep(IDLE_SETTLE);
     let (agent_idle, coredns_idle) = (mib(agent.pid(), "VmRSS")?, mib(coredns, "VmRSS")?);
+    let out = dnsperf(topo, queries)?;
+    let footprint = Footprint {
+        agent_loaded: mib(agent.pid(), "VmRSS")?,
+        coredns_loaded: mib(coredns, "VmRSS")?,
+        agent_peak: mib(agent.pid(), "VmHWM")?,
+        coredns_peak: mib(coredns, "VmHWM")?,
+        agent_idle,
+        coredns_idle,
+        qps: dnsperf_qps(&out)?,
+    };
+    agent.signal(Signal::SIGTERM)?;
+    agent.wait_exit(DEADLINE)?;
+    Ok(footprint)
+}
+
+/// The load: dnsperf from the pod at the link-local IP; its output.
+fn dnsperf(topo: &Topology, queries: &Path) -> Result<String> {
     let queries = queries.display().to_string();
-    let out = topo.pod.exec(
+    topo.pod.exec(
         "dnsperf",
         &[
             "-s",
@@ -86,19 +105,35 @@ fn one_run(topo: &Topology, binary: &Path, args: &[String], queries: &Path) -> R
             "-q",
             "200",
         ],
-    )?;
-    let footprint = Footprint {
-        agent_loaded: mib(agent.pid(), "VmRSS")?,
-        coredns_loaded: mib(coredns, "VmRSS")?,
-        agent_peak: mib(agent.pid(), "VmHWM")?,
-        coredns_peak: mib(coredns, "VmHWM")?,
-        agent_idle,
-        coredns_idle,
-        qps: dnsperf_qps(&out)?,
+    )
+}
+
+/// CoreDNS alone, as root, on the Corefile node-cache rendered (`corefile`): the local IPs
+/// on the node namespace's loopback, no rules. The same load; its queries per second.
+fn bare_run(topo: &Topology, coredns: &Path, corefile: &Path, queries: &Path) -> Result<f64> {
+    let ips = [addrs::LINK_LOCAL, addrs::KUBE_DNS_SVC];
+    for ip in ips {
+        topo.node
+            .ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"])?;
+    }
+    let run = || -> Result<f64> {
+        let mut cmd = topo.node.command(coredns);
+        cmd.arg("-conf").arg(corefile);
+        let _coredns = Process::spawn("bare CoreDNS", cmd, &topo.path("bare-coredns.log"))?;
+        wait_until("bare CoreDNS to answer", DEADLINE, || {
+            Ok(
+                pod_query(topo, addrs::LINK_LOCAL, names::CLUSTER, "A", Transport::Udp)
+                    .is_ok_and(|a| !a.is_empty()),
+            )
+        })?;
+        dnsperf_qps(&dnsperf(topo, queries)?)
     };
-    agent.signal(Signal::SIGTERM)?;
-    agent.wait_exit(DEADLINE)?;
-    Ok(footprint)
+    let qps = run();
+    for ip in ips {
+        topo.node
+            .ip(&["addr", "del", &format!("{ip}/32"), "dev", "lo"])?;
+    }
+    qps
 }
 
 /// A table row: its name, the figure, upstream's figure when there is one.
@@ -123,6 +158,9 @@ pub fn table(topo: &Topology, files: &AgentFiles, builds: &[(&str, &Path)]) -> R
         ),
     )?;
     let binary = PathBuf::from(std::env::var_os("NODE_CACHE_BINARY").context("NODE_CACHE_BINARY")?);
+    // The rendered Corefile the bare runs serve: the first build's, as its last run left it.
+    let bare_corefile = topo.path("bare-Corefile");
+    let mut bare_qps = Vec::new();
     let mut columns = Vec::new();
     for (label, coredns) in builds {
         let args = files.args(coredns);
@@ -135,6 +173,15 @@ pub fn table(topo: &Topology, files: &AgentFiles, builds: &[(&str, &Path)]) -> R
         }
         let size = std::fs::metadata(coredns)?.len() as f64 / 1e6;
         columns.push((format!("{label} ({size:.0} MB)"), runs));
+        if bare_qps.is_empty() {
+            std::fs::copy(&files.conf, &bare_corefile)?;
+            for i in 0..RUNS {
+                bare_qps.push(
+                    bare_run(topo, coredns, &bare_corefile, &queries)
+                        .with_context(|| format!("bare CoreDNS: run {}", i + 1))?,
+                );
+            }
+        }
     }
 
     println!(
@@ -182,6 +229,14 @@ pub fn table(topo: &Topology, files: &AgentFiles, builds: &[(&str, &Path)]) -> R
             None => println!(" {:>15} |", "–"),
         }
     }
+    let bare = median(bare_qps);
+    let ours = median(columns[0].1.iter().map(|f| f.qps).collect());
+    println!(
+        "dnsperf queries/s of {} alone (no agent, no rules, the same Corefile): {bare:.1}; \
+         under node-cache: {:.2} of it",
+        builds[0].0,
+        ours / bare
+    );
     let node_cache = std::fs::metadata(&binary)?.len() as f64 / 1e6;
     let image = std::fs::read_to_string(workspace_root().join(".cache/image-check/image-size"))
         .map(|mb| format!("{} MB (the last make image-check)", mb.trim()))
