@@ -44,27 +44,9 @@ step() { printf -- '-- %s (%ss)\n' "$1" "$((SECONDS - start))"; }
 step "tools"
 hack/deps.sh
 hack/image-tools.sh
-mkdir -p "$work/storage" "$work/run" "$work/tmp"
-cat >"$work/storage.conf" <<EOF
-[storage]
-driver = "overlay"
-graphroot = "$work/storage"
-runroot = "$work/run"
-EOF
-# runc: crun refuses hybrid cgroup layouts; low ulimits: root here may lack CAP_SYS_RESOURCE;
-# netns none: podman never makes a bridge in the root namespace.
-cat >"$work/containers.conf" <<EOF
-[containers]
-default_ulimits = []
-netns = "none"
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-tmp_dir = "$work/tmp"
-EOF
-export CONTAINERS_STORAGE_CONF="$work/storage.conf" CONTAINERS_CONF="$work/containers.conf"
-export BUILDAH_ISOLATION=chroot
+# shellcheck source=hack/containers-env.sh
+. hack/containers-env.sh
+containers_env "$work" overlay
 
 # ---- binaries ----
 step "binaries"

@@ -13,28 +13,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$KUBE_LAB_ROOT
 cd "$root"
 work=$KUBE_LAB_CACHE/build
-mkdir -p "$IMAGES" "$work/storage" "$work/run" "$work/tmp" "$work/debs"
-
-# Project-local containers configuration (as hack/image-check.sh): vfs storage leaves no
-# mounts behind; runc because crun refuses this VM's hybrid cgroups.
-cat >"$work/storage.conf" <<CONF
-[storage]
-driver = "vfs"
-graphroot = "$work/storage"
-runroot = "$work/run"
-CONF
-cat >"$work/containers.conf" <<CONF
-[containers]
-default_ulimits = []
-netns = "none"
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-tmp_dir = "$work/tmp"
-CONF
-export CONTAINERS_STORAGE_CONF=$work/storage.conf CONTAINERS_CONF=$work/containers.conf
-export BUILDAH_ISOLATION=chroot
+mkdir -p "$IMAGES" "$work/debs"
+# As hack/image-check.sh, but vfs storage, which leaves no mounts behind.
+# shellcheck source=hack/containers-env.sh
+. "$root/hack/containers-env.sh"
+containers_env "$work" vfs
 
 hash_of() { sha256sum "$@" | sha256sum | cut -c1-16; }
 # Writes IMAGE to $IMAGES/NAME.tar unless the archive's stamp already says HASH.
