@@ -12,14 +12,9 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Words of PromQL that are not metric names when they stand outside a call.
+/// Words of PromQL that are not metric names when they stand outside a call (besides
+/// [`LABEL_LISTS`]).
 const KEYWORDS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
     "bool",
     "and",
     "or",
@@ -88,7 +83,9 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
             i = skip_parens(&chars, next);
             continue;
         }
-        if !called && !KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) {
+        let lower = word.to_ascii_lowercase();
+        if !called && !KEYWORDS.contains(&lower.as_str()) && !LABEL_LISTS.contains(&lower.as_str())
+        {
             names.insert(word);
         }
     }
