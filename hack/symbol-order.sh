@@ -93,7 +93,11 @@ pid=""
 sed -n 's/^c\{0,1\}fn=//p' "$work/callgrind.out" | sed "s/'[0-9]*$//" | grep -v '^0x\|^(' >"$work/ran"
 nm --defined-only "$work/bin/node-cache" | awk '{ print $3 }' | sort -u >"$work/symbols"
 variant='_\(avx\|evex\|sse\|ssse\|erms\|unaligned\)'
-sed -n "s/^\(__[a-z0-9]*\)$variant.*/\1_/p" "$work/ran" | sort -u >"$work/string-functions"
+# valgrind runs its own strcmp, strlen, ... (never the C library's): those always.
+{
+  sed -n "s/^\(__[a-z0-9]*\)$variant.*/\1_/p" "$work/ran"
+  printf '__%s_\n' strcmp strncmp strlen strnlen strchr strrchr memchr rawmemchr memcmp memcpy memmove memset
+} | sort -u >"$work/string-functions"
 {
   cat "$work/ran"
   grep -x '_start\|__libc_start_main.*\|__libc_setup_tls\|__libc_init_secure\|_dl_relocate_static_pie\|apply_irel\|_dl_non_dynamic_init\|__libc_init_first\|__libc_early_init\|__tunables_init\|init_cpu_features.*\|update_active.*\|handle_amd\|handle_intel\|intel_check_word.*\|init_cacheinfo\|.*_ifunc' "$work/symbols" || true
