@@ -7,8 +7,11 @@
 #
 # It builds node-cache as the image does but with symbols, runs it under valgrind's callgrind
 # in a throwaway network namespace with the addon's flags (a stub domain, a short sync interval
-# so the periodic re-check is seen, one metrics scrape, SIGTERM's teardown), and writes the
-# names of every function that ran, in the order callgrind lists them. Needs root, valgrind,
+# so the periodic re-check is seen, one metrics scrape, SIGTERM's teardown; CoreDNS starts a
+# second late, so the probes meet a refused port first, as they do at native speed), and
+# writes the names of every function that ran, in the order callgrind lists them, then what
+# callgrind cannot see: the static C library's start-up code and IFUNC resolvers, and every
+# CPU variant of the string functions it saw (valgrind's CPU is not the machine's). Needs root, valgrind,
 # curl and the CoreDNS of hack/coredns.sh. Run it after a change of dependencies or of the
 # toolchain (a name the binary no longer has is ignored; a function missing from the list is
 # placed after the listed ones: either way the binary is right, only less compact).
@@ -51,6 +54,13 @@ sed -e 's/__PILLAR__DNS__DOMAIN__/cluster.local/' \
   -e 's/__PILLAR__DNS__SERVER__/10.96.0.10/g' templates/Corefile.base >"$work/Corefile.base"
 mkdir -p "$work/kube-dns"
 echo '{"stub.example": ["10.0.0.53"]}' >"$work/kube-dns/stubDomains"
+cat >"$work/coredns-late" <<EOF
+#!/bin/sh
+case "\$1" in -plugins | -version) exec "$coredns" "\$@" ;; esac
+sleep 1
+exec "$coredns" "\$@"
+EOF
+chmod 755 "$work/coredns-late"
 
 echo "hack/symbol-order.sh: running it under callgrind" >&2
 KUBE_DNS_UPSTREAM_SERVICE_HOST=10.0.0.1 ip netns exec "$ns" \
@@ -58,7 +68,7 @@ KUBE_DNS_UPSTREAM_SERVICE_HOST=10.0.0.1 ip netns exec "$ns" \
   --callgrind-out-file="$work/callgrind.out" \
   "$work/bin/node-cache" -localip 169.254.20.10,10.96.0.10 -upstreamsvc kube-dns-upstream \
   -basecorefile "$work/Corefile.base" -conf "$work/Corefile" -kubednscm "$work/kube-dns" \
-  -pidfile "$work/node-cache.pid" -coredns-binary "$coredns" -syncinterval 2s \
+  -pidfile "$work/node-cache.pid" -coredns-binary "$work/coredns-late" -syncinterval 2s \
   -metrics-listen-address 127.0.0.1:9353 >"$work/log" 2>&1 &
 pid=$!
 deadline=$((SECONDS + 60))
@@ -77,8 +87,22 @@ kill -TERM "$pid"
 wait "$pid" || true
 pid=""
 
-# Every function callgrind saw run, called (fn=) or calling (cfn=), once, first seen first.
-sed -n 's/^c\{0,1\}fn=//p' "$work/callgrind.out" | sed "s/'[0-9]*$//" | grep -v '^0x\|^(' | awk 'NF && !seen[$0]++' >"$work/order"
+# Every function callgrind saw run, called (fn=) or calling (cfn=), once, first seen first;
+# then the C library's start-up, IFUNC resolvers and the siblings of the string functions seen
+# (__strrchr_avx2 brings __strrchr_evex, __strrchr_sse2, ...).
+sed -n 's/^c\{0,1\}fn=//p' "$work/callgrind.out" | sed "s/'[0-9]*$//" | grep -v '^0x\|^(' >"$work/ran"
+nm --defined-only "$work/bin/node-cache" | awk '{ print $3 }' | sort -u >"$work/symbols"
+variant='_\(avx\|evex\|sse\|ssse\|erms\|unaligned\)'
+# valgrind runs its own strcmp, strlen, ... (never the C library's): those always.
+{
+  sed -n "s/^\(__[a-z0-9]*\)$variant.*/\1_/p" "$work/ran"
+  printf '__%s_\n' strcmp strncmp strlen strnlen strchr strrchr memchr rawmemchr memcmp memcpy memmove memset
+} | sort -u >"$work/string-functions"
+{
+  cat "$work/ran"
+  grep -x '_start\|__libc_start_main.*\|__libc_setup_tls\|__libc_init_secure\|_dl_relocate_static_pie\|apply_irel\|_dl_non_dynamic_init\|__libc_init_first\|__libc_early_init\|__tunables_init\|init_cpu_features.*\|update_active.*\|handle_amd\|handle_intel\|intel_check_word.*\|init_cacheinfo\|.*_ifunc' "$work/symbols" || true
+  grep -F -f "$work/string-functions" "$work/symbols" | grep "$variant" || true
+} | awk 'NF && !seen[$0]++' >"$work/order"
 n=$(wc -l <"$work/order")
 if [ "$n" -lt 1000 ]; then
   echo "hack/symbol-order.sh: only $n functions recorded; keeping the old list" >&2
