@@ -470,7 +470,7 @@ fn install_refuses_values_that_are_not_what_they_claim() {
         &[
             "--dry-run",
             "--mode",
-            "nftables",
+            "userspace",
             "--kube-dns-ip",
             "10.96.0.10",
         ][..],
