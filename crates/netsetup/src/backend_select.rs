@@ -35,6 +35,18 @@ mod decide;
 
 pub use decide::{decide, Conflict, Decision, NftState, Observed, XtablesState};
 
+/// Why [`select`] gave no backend.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    /// The node's packet-filter state does not allow a safe choice of backend (our rules in
+    /// two places, say): acting would double them or leave a copy behind.
+    #[error("choosing a firewall backend: {0}")]
+    Conflict(#[from] Conflict),
+    /// The chosen backend cannot be used (its tool does not run).
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+}
+
 /// The value of `-firewall-backend`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendChoice {
@@ -199,7 +211,7 @@ fn build(mode: Mode, local_ips: &[IpAddr]) -> Result<(Arc<dyn PacketFilter>, Str
 }
 
 /// The backend for `-firewall-backend=choice`.
-pub fn select(choice: BackendChoice, local_ips: &[IpAddr]) -> Result<Selected, FilterError> {
+pub fn select(choice: BackendChoice, local_ips: &[IpAddr]) -> Result<Selected, SelectError> {
     let (mode, why) = match choice {
         BackendChoice::Iptables => (Mode::Iptables, "asked for".to_string()),
         BackendChoice::Nftables => (Mode::Nftables, "asked for".to_string()),

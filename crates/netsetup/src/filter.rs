@@ -2,7 +2,6 @@
 //! [`crate::DualStack`]) and nftables ([`crate::NftBackend`]) plug in alike;
 //! [`crate::backend_select`] picks one.
 
-use crate::backend_select::Conflict;
 use crate::rules::Rule;
 
 /// A rule operation that failed. Upstream counts every one under `errortype="iptables"`,
@@ -23,10 +22,6 @@ pub enum FilterError {
     },
     #[error("{tool}: cannot run: {reason}")]
     Unavailable { tool: &'static str, reason: String },
-    /// The node's packet-filter state does not allow a safe choice of backend (our rules in two
-    /// places, say): acting would double them or leave a copy behind.
-    #[error("choosing a firewall backend: {0}")]
-    Conflict(#[from] Conflict),
 }
 
 /// What an `ensure` pass changed.

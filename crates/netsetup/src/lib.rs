@@ -13,7 +13,7 @@ pub mod iptables_backend;
 pub mod nft_backend;
 pub mod rules;
 
-pub use backend_select::{select, BackendChoice, Conflict, Selected};
+pub use backend_select::{select, BackendChoice, Conflict, SelectError, Selected};
 pub use dual_stack::DualStack;
 pub use events::{NetworkEvent, NetworkEvents};
 pub use filter::{CheckReport, EnsureReport, FilterError, PacketFilter};

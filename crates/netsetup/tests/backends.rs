@@ -353,7 +353,7 @@ fn auto_refuses_our_rules_in_two_places() -> Result<()> {
         let err = select(BackendChoice::Auto, &v4)
             .err()
             .context("a mixed node must be refused")?;
-        assert!(matches!(err, netsetup::FilterError::Conflict(_)), "{err:?}");
+        assert!(matches!(err, netsetup::SelectError::Conflict(_)), "{err:?}");
         let msg = err.to_string();
         assert!(
             msg.contains("both iptables-legacy and iptables-nft"),

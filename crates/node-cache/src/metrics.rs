@@ -9,7 +9,7 @@ mod tls;
 
 use std::sync::Arc;
 
-use netsetup::{FilterError, InterfaceError};
+use netsetup::{FilterError, InterfaceError, SelectError};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
@@ -72,9 +72,17 @@ impl From<&FilterError> for ErrorType {
     fn from(e: &FilterError) -> Self {
         match e {
             FilterError::Lock { .. } => ErrorType::IptablesLock,
-            FilterError::Command { .. }
-            | FilterError::Unavailable { .. }
-            | FilterError::Conflict(_) => ErrorType::Iptables,
+            FilterError::Command { .. } | FilterError::Unavailable { .. } => ErrorType::Iptables,
+        }
+    }
+}
+
+/// No backend could be chosen: counted as a rule error, as upstream counts any.
+impl From<&SelectError> for ErrorType {
+    fn from(e: &SelectError) -> Self {
+        match e {
+            SelectError::Conflict(_) => ErrorType::Iptables,
+            SelectError::Filter(e) => e.into(),
         }
     }
 }
@@ -272,7 +280,7 @@ mod tests {
             tool: "nft",
             reason: "not found".into(),
         };
-        let conflict = FilterError::Conflict(netsetup::Conflict::NoTool);
+        let conflict = SelectError::Conflict(netsetup::Conflict::NoTool);
         assert_eq!(ErrorType::from(&lock), ErrorType::IptablesLock);
         assert_eq!(ErrorType::from(&unavailable), ErrorType::Iptables);
         assert_eq!(ErrorType::from(&conflict), ErrorType::Iptables);
