@@ -73,8 +73,10 @@ impl CorefileSync {
         self.events = events;
     }
 
-    /// An unusable ConfigMap, once per change of what is wrong.
+    /// An unusable ConfigMap: counted under `configmap` every time, reported as an Event once
+    /// per change of what is wrong.
     fn refuse(&mut self, why: String) {
+        self.metrics.setup_error(ErrorType::Configmap);
         if self.refused.as_ref() != Some(&why) {
             self.events.report(Reason::InvalidConfigMap, why.clone());
             self.refused = Some(why);
@@ -102,7 +104,6 @@ impl CorefileSync {
             return match parsed {
                 Ok(config) => Some(config),
                 Err(e) => {
-                    self.metrics.setup_error(ErrorType::Configmap);
                     tracing::error!(
                         "kube-dns ConfigMap (API): {e}; keeping the last good Corefile"
                     );
@@ -119,7 +120,6 @@ impl CorefileSync {
         match corefile::load_kube_dns_dir(dir) {
             Ok(config) => Some(config),
             Err(e) => {
-                self.metrics.setup_error(ErrorType::Configmap);
                 tracing::error!(dir = %dir.display(), "{e}; keeping the last good Corefile");
                 self.refuse(format!(
                     "kube-dns ConfigMap: {e}; keeping the last good Corefile"
@@ -146,7 +146,6 @@ impl CorefileSync {
             return Ok(());
         };
         let checked = corefile::check_plugins(template, available)
-            .inspect_err(|_| self.metrics.setup_error(ErrorType::Configmap))
             .with_context(|| format!("-basecorefile {}", self.base.display()));
         if let Err(e) = &checked {
             self.refuse(format!(

@@ -38,8 +38,9 @@ impl RulesPolicy {
         }
     }
 
-    /// Our CoreDNS answers: the rules go in if missing, and a fail-open ends.
-    pub async fn on_serving(&mut self, network: &NodeNetwork, metrics: &Metrics) {
+    /// Our CoreDNS answers: the rules go in if missing, and a fail-open ends. Returns whether
+    /// this ended a fail-open.
+    pub async fn on_serving(&mut self, network: &NodeNetwork, metrics: &Metrics) -> bool {
         self.down_since = None;
         self.kept_for_peers = false;
         if self.managed && !self.in_place {
@@ -58,7 +59,9 @@ impl RulesPolicy {
             self.fail_open = false;
             metrics.supervision().set_fail_open(false);
             tracing::warn!("CoreDNS serves again; rules restored (fail-open ended)");
+            return true;
         }
+        false
     }
 
     /// Our CoreDNS stopped serving.
@@ -74,19 +77,19 @@ impl RulesPolicy {
     }
 
     /// The deadline passed: withdraw the rules, unless another instance answers at the same
-    /// IPs (then the rules still lead pods to DNS).
+    /// IPs (then the rules still lead pods to DNS). Returns whether this started a fail-open.
     pub async fn on_deadline(
         &mut self,
         network: &NodeNetwork,
         metrics: &Metrics,
         serving_peers: &[String],
-    ) {
+    ) -> bool {
         if !serving_peers.is_empty() {
             if !std::mem::replace(&mut self.kept_for_peers, true) {
                 tracing::warn!(peers = ?serving_peers, "CoreDNS has not served for {FAIL_OPEN_AFTER:?}, but another instance serves; keeping the rules while it does");
             }
             self.down_since = Some(Instant::now());
-            return;
+            return false;
         }
         tracing::error!(
             "CoreDNS has not served for {FAIL_OPEN_AFTER:?}; withdrawing the rules so pods reach \
@@ -97,6 +100,7 @@ impl RulesPolicy {
         self.fail_open = true;
         metrics.supervision().set_fail_open(true);
         network.remove_rules().await;
+        true
     }
 
     /// The periodic re-check: the rules while CoreDNS serves, their absence while failing open.
@@ -112,11 +116,6 @@ impl RulesPolicy {
         } else if self.fail_open {
             network.remove_rules().await;
         }
-    }
-
-    /// Whether the rules are withdrawn because CoreDNS cannot serve.
-    pub fn failing_open(&self) -> bool {
-        self.fail_open
     }
 
     /// Ready for the kubelet: our CoreDNS serves and, when we manage them, the rules are in.

@@ -145,8 +145,7 @@ impl<'a> Serving<'a> {
                 event = self.child.next_event() => self.on_child(event).await,
                 _ = sleep_until_opt(fail_open_at) => {
                     let peers = self.presence.others(Role::Serving);
-                    self.rules.on_deadline(self.network, &self.metrics, &peers).await;
-                    if self.rules.failing_open() {
+                    if self.rules.on_deadline(self.network, &self.metrics, &peers).await {
                         self.events.report(Reason::FailOpen, FAIL_OPEN_NOTE);
                     }
                 }
@@ -180,9 +179,7 @@ impl<'a> Serving<'a> {
                     tracing::info!("CoreDNS serves again");
                 }
                 self.answered_before = true;
-                let failing_open = self.rules.failing_open();
-                self.rules.on_serving(self.network, &self.metrics).await;
-                if failing_open && !self.rules.failing_open() {
+                if self.rules.on_serving(self.network, &self.metrics).await {
                     self.events.report(
                         Reason::FailOpenEnded,
                         "CoreDNS serves again; rules restored",
@@ -286,14 +283,11 @@ impl<'a> Serving<'a> {
             }
             ReloadOutcome::Failed(why) => {
                 self.metrics.supervision().reload(ReloadResult::Failed);
-                self.events.report(
-                    Reason::CorefileRejected,
-                    format!("CoreDNS rejected the new Corefile and keeps serving the previous one: {why}"),
-                );
-                tracing::error!(
-                    path = %self.corefile.output().display(),
+                let note = format!(
                     "CoreDNS rejected the new Corefile and keeps serving the previous one: {why}"
                 );
+                tracing::error!(path = %self.corefile.output().display(), "{note}");
+                self.events.report(Reason::CorefileRejected, note);
             }
         }
     }
