@@ -205,21 +205,25 @@ impl Lab {
         output(&mut cmd)
     }
 
-    /// A command in the node's network namespace (as a hostNetwork pod sees the node).
-    pub fn node(&self, cmd: &[&str]) -> Result<String> {
+    /// `program` to run in the node's network namespace (as a hostNetwork pod sees the node,
+    /// and where the API server listens); the caller adds its arguments.
+    pub fn node_cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net=/run/netns/{}", self.netns))
             .arg("--")
-            .args(cmd);
-        run(&mut c)
+            .arg(program);
+        c
+    }
+
+    /// A command in the node's network namespace.
+    pub fn node(&self, cmd: &[&str]) -> Result<String> {
+        run(self.node_cmd(cmd[0]).args(&cmd[1..]))
     }
 
     pub fn node_ok(&self, cmd: &[&str]) -> Result<bool> {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}", self.netns))
-            .arg("--")
-            .args(cmd);
-        Ok(output(&mut c)?.status.success())
+        Ok(output(self.node_cmd(cmd[0]).args(&cmd[1..]))?
+            .status
+            .success())
     }
 
     /// A command inside the node's network and mount namespaces (the lab's own /run and

@@ -27,11 +27,8 @@ fn helm_binary(lab: &Lab) -> Result<String> {
 
 /// `helm ARGS` against the lab's API server (which listens only in the lab's namespace).
 fn helm_cmd(lab: &Lab, helm: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net=/run/netns/{}", lab.netns))
-        .arg("--")
-        .arg(helm)
-        .arg("--kubeconfig")
+    let mut c = lab.node_cmd(helm);
+    c.arg("--kubeconfig")
         .arg(lab.state.join("admin.kubeconfig"))
         .args(["--namespace", SYSTEM])
         .args(args)
