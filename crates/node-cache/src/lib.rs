@@ -21,5 +21,6 @@ pub mod readiness;
 mod reaper;
 mod rules_policy;
 mod serving;
+mod shutdown_budget;
 mod signals;
 pub mod supervisor;

@@ -7,7 +7,7 @@
 //! | the Corefile's inputs change (file watch) or `-syncinterval` passes | re-render, SIGUSR1 |
 //! | the Kubernetes API reports a ConfigMap or the upstream Service changed | re-render, SIGUSR1 |
 //! | the interface loses its link or an address (netlink) | repaired at once |
-//! | SIGTERM / SIGINT | the loop ends; [`Serving::leave`] follows |
+//! | SIGTERM / SIGINT | the loop ends; [`leave_node`] follows, within one [`ShutdownBudget`] |
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use coredns_child::memlimit::derived_gomemlimit;
-use coredns_child::{sleep_until_opt, ChildSupervisor, Event, ReloadOutcome, Spec};
+use coredns_child::{sleep_until_opt, ChildSupervisor, CorednsChild, Event, ReloadOutcome, Spec};
 use netsetup::NetworkEvents;
 use nix::sys::signal::Signal;
 use tokio::time::{interval, MissedTickBehavior};
@@ -29,6 +29,7 @@ use crate::node_network::NodeNetwork;
 use crate::peers::{handover, Presence, Role};
 use crate::readiness::ReadyFile;
 use crate::rules_policy::RulesPolicy;
+use crate::shutdown_budget::ShutdownBudget;
 use crate::signals::Signals;
 
 /// Netlink events closer together than this are one repair.
@@ -36,7 +37,7 @@ const REPAIR_SETTLE: Duration = Duration::from_millis(5);
 /// The FailOpen Event's note.
 const FAIL_OPEN_NOTE: &str = "CoreDNS could not serve; rules withdrawn: pods reach kube-dns \
                               through kube-proxy until it answers again";
-/// How long the last instance out waits for the peer lock before tearing down anyway.
+/// How long at most the last instance out waits for the peer lock before tearing down anyway.
 const LEAVE_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Serving<'a> {
@@ -305,42 +306,66 @@ impl<'a> Serving<'a> {
     }
 
     /// After SIGTERM: with another instance present, keep serving until it answers too.
-    pub async fn drain(&mut self) {
-        handover::drain(self.presence, self.child.serving()).await;
+    pub async fn drain(&mut self, budget: ShutdownBudget) {
+        handover::drain(self.presence, self.child.serving(), budget).await;
     }
 
-    /// After the drain: stops CoreDNS and, unless `-skipteardown`, takes the node state down
-    /// when we are the last instance: the rules that divert queries first (pods reach kube-dns
-    /// through kube-proxy again while our CoreDNS still answers what is in flight), then
-    /// CoreDNS, then the rest of the rules, then the interface. Returns whether everything
-    /// that should go went.
-    pub async fn leave(&mut self) -> bool {
-        if self.config.skip_teardown {
-            self.stop_child().await;
-            tracing::info!("-skipteardown: leaving the interface and rules in place");
-            return true;
-        }
-        let (lock, others) = self.presence.leave(LEAVE_LOCK_WAIT).await;
-        if !others.is_empty() {
-            drop(lock);
-            tracing::info!(peers = ?others, "other node-cache instance(s) still run; leaving the interface and rules to them");
-            self.stop_child().await;
-            return true;
-        }
-        // Held to the end: nobody registers between our look and the interface going.
-        let _lock = lock;
-        let diverted = self.network.stop_diverting().await;
-        self.stop_child().await;
-        let rules = self.network.remove_rules().await;
-        diverted & rules & self.network.remove_interface().await
+    /// After the drain: [`leave_node`] with our CoreDNS to stop.
+    pub async fn leave(&mut self, budget: ShutdownBudget) -> bool {
+        let (config, network) = (self.config, self.network);
+        let child = self.child.take();
+        leave_node(config, self.presence, network, budget, child).await
     }
+}
 
-    async fn stop_child(&mut self) {
-        self.presence.mark_not_serving();
-        let Some(child) = self.child.take() else {
-            return;
-        };
-        let peer_serves = !self.presence.others(Role::Serving).is_empty();
-        handover::stop_coredns(child, peer_serves, &local_addrs(self.config)).await;
+/// The one way out (after a drain, or when starting failed): stops CoreDNS, if there is one,
+/// and, unless `-skipteardown`, takes the node state down when we are the last instance: the
+/// rules that divert queries first (pods reach kube-dns through kube-proxy again while our
+/// CoreDNS still answers what is in flight), then CoreDNS, then the rest of the rules, then
+/// the interface. Every wait draws on `budget`, whose reserve is left for the removals.
+/// Returns whether everything that should go went.
+pub async fn leave_node(
+    config: &Config,
+    presence: &mut Presence,
+    network: &NodeNetwork,
+    budget: ShutdownBudget,
+    child: Option<CorednsChild>,
+) -> bool {
+    if config.skip_teardown {
+        stop_child(config, presence, budget, child).await;
+        tracing::info!("-skipteardown: leaving the interface and rules in place");
+        return true;
     }
+    let (lock, others) = presence.leave(budget.step(LEAVE_LOCK_WAIT)).await;
+    if !others.is_empty() {
+        drop(lock);
+        tracing::info!(peers = ?others, "other node-cache instance(s) still run; leaving the interface and rules to them");
+        stop_child(config, presence, budget, child).await;
+        return true;
+    }
+    // Held to the end: nobody registers between our look and the interface going.
+    let _lock = lock;
+    let diverted = network.stop_diverting().await;
+    stop_child(config, presence, budget, child).await;
+    let rules = network.remove_rules().await;
+    let clean = diverted & rules & network.remove_interface().await;
+    tracing::info!(
+        budget_left_ms = budget.left().as_millis() as u64,
+        "node state removed"
+    );
+    clean
+}
+
+async fn stop_child(
+    config: &Config,
+    presence: &mut Presence,
+    budget: ShutdownBudget,
+    child: Option<CorednsChild>,
+) {
+    presence.mark_not_serving();
+    let Some(child) = child else {
+        return;
+    };
+    let peer_serves = !presence.others(Role::Serving).is_empty();
+    handover::stop_coredns(child, peer_serves, &local_addrs(config), budget).await;
 }

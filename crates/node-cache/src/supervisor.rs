@@ -13,7 +13,8 @@ use crate::kube_api::{self, Environment, KubeApi, ServiceRef, UpstreamService};
 use crate::metrics::{self, Metrics};
 use crate::node_network::NodeNetwork;
 use crate::peers::{self, InstanceId, Presence, Role};
-use crate::serving::Serving;
+use crate::serving::{leave_node, Serving};
+use crate::shutdown_budget::ShutdownBudget;
 use crate::signals::Signals;
 
 /// How long we wait for the peer lock; a holder that hangs must not stop us for good.
@@ -160,9 +161,10 @@ async fn supervise(config: Config) -> Result<ExitCode> {
             api,
         );
         let stop = serving.run(&mut signals).await;
-        tracing::info!("{stop} received; shutting down");
-        serving.drain().await;
-        if !serving.leave().await {
+        let budget = ShutdownBudget::start();
+        tracing::info!(budget = ?crate::shutdown_budget::TOTAL, "{stop} received; shutting down");
+        serving.drain(budget).await;
+        if !serving.leave(budget).await {
             tracing::error!("teardown incomplete; see the errors above");
         }
         Ok::<_, anyhow::Error>(stop)
@@ -174,13 +176,9 @@ async fn supervise(config: Config) -> Result<ExitCode> {
             tracing::error!("{e:#}");
             // CoreDNS never started: only the interface (and rules of an earlier run we
             // adopted) can be ours to remove.
-            if !config.skip_teardown {
-                let (_lock, others) = presence.leave(PEER_LOCK_WAIT).await;
-                if others.is_empty()
-                    && !(network.remove_rules().await & network.remove_interface().await)
-                {
-                    tracing::error!("teardown incomplete; see the errors above");
-                }
+            let budget = ShutdownBudget::start();
+            if !leave_node(&config, &mut presence, &network, budget, None).await {
+                tracing::error!("teardown incomplete; see the errors above");
             }
             ExitCode::FAILURE
         }
