@@ -17,7 +17,8 @@ BIN_DIR := bin/$(ARCH)
 CARGO ?= cargo
 
 # build-% stays out of .PHONY: make skips pattern rules for phony targets.
-.PHONY: all build help version deps coredns test lint presubmit demo bench clean
+.PHONY: all build help version deps coredns test lint presubmit demo bench clean bin-clean \
+  container-clean
 
 all: build ## Build bin/$(ARCH)/node-cache (same as build)
 
@@ -67,6 +68,13 @@ bench: deps build ## Startup, footprint (RSS idle/after dnsperf/peak, both CoreD
 
 clean: ## Remove build outputs (keeps the CoreDNS cache)
 	$(Q)rm -rf bin target
+
+# kubernetes/dns rules.mk's names: bin-clean drops the built binaries (bin/ARCH; cargo's
+# target/ stays, so the next build is incremental), container-clean the built images.
+bin-clean: ## Remove bin/ (the built node-cache binaries; keeps target/ and the CoreDNS cache)
+	$(Q)rm -rf bin
+
+container-clean: images-clean ## Remove the built images (same as images-clean)
 
 # ---- Packaging (images, manifests) ----
 # Images are named as kubernetes/dns names them: REGISTRY/k8s-dns-node-cache-ARCH:VERSION per
