@@ -684,7 +684,10 @@ fn values_that_are_not_what_they_claim_are_refused_by_name() {
         ("config.kubeProxyMode=userspace", "/config/kubeProxyMode"),
         ("config.firewallBackend=ipfw", "/config/firewallBackend"),
         ("config.commProtocol=udp_only", "/config/commProtocol"),
-        ("config.upstreamCommProtocol=tls", "/config/upstreamCommProtocol"),
+        (
+            "config.upstreamCommProtocol=tls",
+            "/config/upstreamCommProtocol",
+        ),
         (
             "config.serveStale.enabled=true,config.serveStale.refreshMode=later",
             "/config/serveStale/refreshMode",
@@ -701,9 +704,15 @@ fn values_that_are_not_what_they_claim_are_refused_by_name() {
             "config.serveStale.failureRecheck=soon",
             "/config/serveStale/failureRecheck",
         ),
-        ("config.prefetch.percentage=5%", "/config/prefetch/percentage"),
+        (
+            "config.prefetch.percentage=5%",
+            "/config/prefetch/percentage",
+        ),
         ("config.prefetch.amount=many", "/config/prefetch/amount"),
-        ("config.clusterCache.denialTTL=-1", "/config/clusterCache/denialTTL"),
+        (
+            "config.clusterCache.denialTTL=-1",
+            "/config/clusterCache/denialTTL",
+        ),
         ("config.cacheTtl=30", "cacheTtl"),
     ] {
         let out = helm_template(&["--set", set]);
