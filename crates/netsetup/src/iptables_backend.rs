@@ -125,7 +125,11 @@ impl IptablesBackend {
             }
             input.push_str("COMMIT\n");
         }
-        let what = format!("{}-restore --noflush ({op:?} {} rules)", self.cmd, rules.len());
+        let what = format!(
+            "{}-restore --noflush ({op:?} {} rules)",
+            self.cmd,
+            rules.len()
+        );
         self.restore(&input, &what)
     }
 

@@ -41,7 +41,10 @@ fn a_foreign_rule_above_ours_is_seen_and_ours_go_back_in_front() -> Result<()> {
         iptables(&["-t", "filter", "-I", "INPUT", "1", "-j", "CNI-INPUT"])?;
         // Presence alone is satisfied: every rule of ours is still there.
         assert!(backend.check(&rules)?.complete());
-        assert!(backend.displaced(&rules)?, "the ACCEPT above our NOTRACK is seen");
+        assert!(
+            backend.displaced(&rules)?,
+            "the ACCEPT above our NOTRACK is seen"
+        );
 
         assert_eq!(backend.put_first(&rules)?, 2, "raw and filter rewritten");
         assert!(!backend.displaced(&rules)?);

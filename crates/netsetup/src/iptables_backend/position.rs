@@ -163,7 +163,10 @@ mod tests {
         let mut saved = fresh(&rules);
         saved.insert(2, "-A PREROUTING -j ACCEPT".into());
         let input = restore_input(&saved, &rules, "raw");
-        let raw: Vec<&Rule> = rules.iter().filter(|r| r.table() == crate::Table::Raw).collect();
+        let raw: Vec<&Rule> = rules
+            .iter()
+            .filter(|r| r.table() == crate::Table::Raw)
+            .collect();
         let lines: Vec<&str> = input.lines().collect();
         assert_eq!(lines[0], "*raw");
         assert_eq!(lines.len(), 2 + 2 * raw.len());
