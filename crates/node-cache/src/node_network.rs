@@ -122,7 +122,7 @@ impl NodeNetwork {
     /// Puts our rules back in front where a foreign rule got above them (crate::rule_order);
     /// returns how many tables were rewritten. Nothing displaced costs one `iptables-save` per
     /// table and no lock; a move runs under the peers' lock (the HA pair would race) and is
-    /// counted under `errortype="iptables"`, as is a failure.
+    /// counted under `errortype="iptables"`, as is a failed move.
     pub async fn keep_rules_first(&self) -> Result<usize> {
         let Some(filter) = self.filter.clone() else {
             return Ok(0);
@@ -133,10 +133,9 @@ impl NodeNetwork {
         match displaced {
             Ok(false) => return Ok(0),
             Ok(true) => {}
-            Err(e) => {
-                self.metrics.setup_error(ErrorType::from(&e));
-                return Err(e.into());
-            }
+            // Not counted: the same failure is counted by every -syncinterval's ensure, and
+            // counting it here would add two a second.
+            Err(e) => return Err(e.into()),
         }
         let _lock = crate::peers::lock(&self.interface_name, ENSURE_LOCK_WAIT).await;
         let moved = tokio::task::spawn_blocking(move || filter.put_first(&rules)).await?;
