@@ -88,7 +88,7 @@ ENGINE ?=
 export REGISTRY VERSION ALL_ARCH BASEIMAGE ENGINE VERBOSE
 
 .PHONY: all-build containers push all-containers all-push push-manifest only-push-node-cache \
-  images-clean image-check image-tools manifests-check install-dry-run hadolint
+  images-clean image-check image-tools sbom manifests-check install-dry-run hadolint
 
 all-build: $(addprefix build-,$(ALL_ARCH)) ## Build bin/ARCH/node-cache for every ARCH
 
@@ -122,6 +122,9 @@ image-tools: ## Install buildah, podman, runc, skopeo from Debian (no recommends
 
 image-check: ## Offline: build the image on a local Debian-made base with buildah, run it with podman in namespaces, check it (root)
 	$(Q)hack/image-check.sh
+
+sbom: ## CycloneDX JSON SBOM of the image (agent crates, CoreDNS Go modules, base Debian packages) into .cache/sbom/; prints the component count
+	$(Q)hack/sbom.sh
 
 manifests-check: ## Check manifests/ (typed, no unknown fields) and hack/install.sh's rendering
 	$(Q)$(CARGO) test --locked -p addon-manifests
