@@ -17,7 +17,8 @@ BIN_DIR := bin/$(ARCH)
 CARGO ?= cargo
 
 # build-% stays out of .PHONY: make skips pattern rules for phony targets.
-.PHONY: all build help version deps coredns test lint presubmit demo bench clean
+.PHONY: all build help version deps coredns test lint presubmit demo bench clean bin-clean \
+  container-clean
 
 all: build ## Build bin/$(ARCH)/node-cache (same as build)
 
@@ -68,6 +69,13 @@ bench: deps build ## Startup, footprint (RSS idle/after dnsperf/peak, both CoreD
 clean: ## Remove build outputs (keeps the CoreDNS cache)
 	$(Q)rm -rf bin target
 
+# kubernetes/dns rules.mk's names: bin-clean drops the built binaries (bin/ARCH; cargo's
+# target/ stays, so the next build is incremental), container-clean the built images.
+bin-clean: ## Remove bin/ (the built node-cache binaries; keeps target/ and the CoreDNS cache)
+	$(Q)rm -rf bin
+
+container-clean: images-clean ## Remove the built images (same as images-clean)
+
 # ---- Packaging (images, manifests) ----
 # Images are named as kubernetes/dns names them: REGISTRY/k8s-dns-node-cache-ARCH:VERSION per
 # ARCH and the manifest list REGISTRY/k8s-dns-node-cache:VERSION. The work is in hack/*.sh;
@@ -80,7 +88,7 @@ ENGINE ?=
 export REGISTRY VERSION ALL_ARCH BASEIMAGE ENGINE VERBOSE
 
 .PHONY: all-build containers push all-containers all-push push-manifest only-push-node-cache \
-  images-clean image-check image-tools manifests-check install-dry-run hadolint
+  images-clean image-check image-tools sbom manifests-check install-dry-run hadolint
 
 all-build: $(addprefix build-,$(ALL_ARCH)) ## Build bin/ARCH/node-cache for every ARCH
 
@@ -114,6 +122,9 @@ image-tools: ## Install buildah, podman, runc, skopeo from Debian (no recommends
 
 image-check: ## Offline: build the image on a local Debian-made base with buildah, run it with podman in namespaces, check it (root)
 	$(Q)hack/image-check.sh
+
+sbom: ## CycloneDX JSON SBOM of the image (agent crates, CoreDNS Go modules, base Debian packages) into .cache/sbom/; prints the component count
+	$(Q)hack/sbom.sh
 
 manifests-check: ## Check manifests/ (typed, no unknown fields) and hack/install.sh's rendering
 	$(Q)$(CARGO) test --locked -p addon-manifests

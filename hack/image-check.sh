@@ -61,6 +61,26 @@ cp "$coredns" "$ctx/coredns"
 step "base image from Debian packages"
 base_ctx="$(hack/image-base.sh "$work/base" | tail -n1)"
 buildah bud --quiet --pull=never --network none --layers=false -t "$base" -f "$base_ctx/Dockerfile" "$base_ctx" >/dev/null
+# The SBOM (make sbom) of what was just built: it must name CoreDNS at its pinned version and
+# the crates Cargo.lock links into the agent.
+step "SBOM"
+sbom="$work/sbom.cdx.json"
+if COREDNS_VERSION="$coredns_version" NODE_CACHE_VERSION="$version" hack/sbom.sh "$sbom" >/dev/null &&
+  sbom_check="$(python3 - "$sbom" "$coredns_version" <<'PY'
+import json, sys
+bom = json.load(open(sys.argv[1]))
+names = {(c["name"], c["version"]) for c in bom["components"]}
+crates = [c for c in bom["components"] if c["purl"].startswith("pkg:cargo/")]
+assert ("coredns", sys.argv[2]) in names, f"no coredns {sys.argv[2]}"
+assert any(c["name"] == "node-cache" for c in crates), "no node-cache crate"
+assert any(c["name"] == "tokio" for c in crates), "no tokio crate"
+print(f"coredns {sys.argv[2]}, {len(crates)} crates, {len(bom['components'])} components")
+PY
+)"; then
+  pass "SBOM lists CoreDNS's version and the crates" "$sbom_check"
+else
+  fail "SBOM lists CoreDNS's version and the crates"
+fi
 step "final stage from images/node-cache/Dockerfile"
 t0=$SECONDS
 buildah bud --quiet --pull=never --network none --layers=false \

@@ -66,7 +66,8 @@ node-cache then takes over on every node (the upstream addon's two recipes). */}
 {{- $backend }}
 {{- end }}
 
-{{/* Cache options shared by every server block: prefetch and serve_stale. */}}
+{{/* Cache options shared by every server block: prefetch and serve_stale (the stale policy is
+added per block by node-local-dns.stalePolicy). */}}
 {{- define "node-local-dns.cacheOptions" -}}
 {{- with .Values.config.prefetch }}
 {{- if .enabled }}
@@ -78,7 +79,24 @@ node-cache then takes over on every node (the upstream addon's two recipes). */}
 {{- if not (has .refreshMode (list "immediate" "verify")) }}
 {{- fail (printf "config.serveStale.refreshMode %q: must be immediate or verify" .refreshMode) }}
 {{- end }}
-            serve_stale {{ .duration }} {{ .refreshMode }}
+{{- if eq .refreshMode "verify" }}
+            serve_stale {{ .duration }} verify {{ .verifyTimeout }} {{ .responseTTL }} {{ .failureRecheck }}
+{{- else }}
+            serve_stale {{ .duration }} immediate {{ .responseTTL }} {{ .failureRecheck }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* `serve_stale_policy prefer_positive` when config.serveStale.preferPositive covers the
+block: `external` (the `.:53` block, names outside the cluster), `all` or `none`. */}}
+{{- define "node-local-dns.stalePolicy" -}}
+{{- with .Values.config.serveStale }}
+{{- if not (has .preferPositive (list "none" "external" "all")) }}
+{{- fail (printf "config.serveStale.preferPositive %q: must be none, external or all" .preferPositive) }}
+{{- end }}
+{{- if and .enabled (or (eq .preferPositive "all") (and $.external (eq .preferPositive "external"))) }}
+            serve_stale_policy prefer_positive
 {{- end }}
 {{- end }}
 {{- end }}
@@ -113,6 +131,8 @@ what is left of the placeholders (README "Flags", SPEC §2). */}}
 {{- $cluster := ternary $c.dnsServer "__PILLAR__CLUSTER__DNS__" (eq $ipvs "true") }}
 {{- $toCluster := dict "to" $cluster "protocol" $c.commProtocol }}
 {{- $options := include "node-local-dns.cacheOptions" . }}
+{{- $internal := printf "%s%s" $options (include "node-local-dns.stalePolicy" (dict "Values" .Values "external" false)) }}
+{{- $external := printf "%s%s" $options (include "node-local-dns.stalePolicy" (dict "Values" .Values "external" true)) }}
 {{- $c.dnsDomain }}:53 {
     errors
 {{- if $c.enableLogging }}
@@ -121,7 +141,7 @@ what is left of the placeholders (README "Flags", SPEC §2). */}}
     cache {
             success {{ $c.clusterCache.successCapacity }} {{ $c.clusterCache.successTTL }}
             denial {{ $c.clusterCache.denialCapacity }} {{ $c.clusterCache.denialTTL }}
-{{- $options }}
+{{- $internal }}
     }
     reload
     loop
@@ -133,9 +153,9 @@ what is left of the placeholders (README "Flags", SPEC §2). */}}
 {{- range list "in-addr.arpa" "ip6.arpa" }}
 {{ . }}:53 {
     errors
-{{- if $options }}
+{{- if $internal }}
     cache {{ $c.cacheTTL }} {
-{{- $options }}
+{{- $internal }}
     }
 {{- else }}
     cache {{ $c.cacheTTL }}
@@ -152,9 +172,9 @@ what is left of the placeholders (README "Flags", SPEC §2). */}}
 {{- if $c.enableLogging }}
     log
 {{- end }}
-{{- if $options }}
+{{- if $external }}
     cache {{ $c.cacheTTL }} {
-{{- $options }}
+{{- $external }}
     }
 {{- else }}
     cache {{ $c.cacheTTL }}

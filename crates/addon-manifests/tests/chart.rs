@@ -678,15 +678,42 @@ fn a_changed_corefile_rolls_the_pods() {
 
 #[test]
 fn values_that_are_not_what_they_claim_are_refused_by_name() {
+    // values.schema.json refuses most by their path (`/config/...`); the templates' own
+    // `fail`s name the value as `config.…` (both run on `helm template` and `helm lint`).
     for (set, named) in [
-        ("config.kubeProxyMode=userspace", "config.kubeProxyMode"),
-        ("config.firewallBackend=ipfw", "config.firewallBackend"),
-        ("config.commProtocol=udp_only", "udp_only"),
-        ("config.upstreamCommProtocol=tls", "tls"),
+        ("config.kubeProxyMode=userspace", "/config/kubeProxyMode"),
+        ("config.firewallBackend=ipfw", "/config/firewallBackend"),
+        ("config.commProtocol=udp_only", "/config/commProtocol"),
+        (
+            "config.upstreamCommProtocol=tls",
+            "/config/upstreamCommProtocol",
+        ),
         (
             "config.serveStale.enabled=true,config.serveStale.refreshMode=later",
-            "config.serveStale.refreshMode",
+            "/config/serveStale/refreshMode",
         ),
+        (
+            "config.serveStale.preferPositive=some",
+            "/config/serveStale/preferPositive",
+        ),
+        (
+            "config.serveStale.responseTTL=500ms",
+            "/config/serveStale/responseTTL",
+        ),
+        (
+            "config.serveStale.failureRecheck=soon",
+            "/config/serveStale/failureRecheck",
+        ),
+        (
+            "config.prefetch.percentage=5%",
+            "/config/prefetch/percentage",
+        ),
+        ("config.prefetch.amount=many", "/config/prefetch/amount"),
+        (
+            "config.clusterCache.denialTTL=-1",
+            "/config/clusterCache/denialTTL",
+        ),
+        ("config.cacheTtl=30", "cacheTtl"),
     ] {
         let out = helm_template(&["--set", set]);
         let stderr = String::from_utf8_lossy(&out.stderr);

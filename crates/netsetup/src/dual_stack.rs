@@ -67,6 +67,25 @@ impl PacketFilter for DualStack {
         Ok(total)
     }
 
+    fn displaced(&self, rules: &[Rule]) -> Result<bool, FilterError> {
+        let (v4, v6) = Self::split(rules);
+        for (backend, rules) in self.per_family(&v4, &v6) {
+            if backend.displaced(rules)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn put_first(&self, rules: &[Rule]) -> Result<usize, FilterError> {
+        let (v4, v6) = Self::split(rules);
+        let mut tables = 0;
+        for (backend, rules) in self.per_family(&v4, &v6) {
+            tables += backend.put_first(rules)?;
+        }
+        Ok(tables)
+    }
+
     fn retain(&self, keep: &[Rule], all: &[Rule]) -> Result<usize, Vec<FilterError>> {
         let ((keep4, keep6), (all4, all6)) = (Self::split(keep), Self::split(all));
         all_removals(

@@ -70,6 +70,17 @@ pub trait PacketFilter: Send + Sync {
     fn check(&self, rules: &[Rule]) -> Result<CheckReport, FilterError>;
     /// Removes every copy of each rule; keeps going after a failure and returns every error.
     fn remove(&self, rules: &[Rule]) -> Result<usize, Vec<FilterError>>;
+    /// Whether something foreign sits above one of `rules` in its chain (so runs first);
+    /// changes nothing. Backends whose rules cannot be displaced (nftables: its own table,
+    /// ordered by hook priority) say no.
+    fn displaced(&self, _rules: &[Rule]) -> Result<bool, FilterError> {
+        Ok(false)
+    }
+    /// Puts `rules` back in front of anything foreign above them, atomically per table;
+    /// returns how many tables were rewritten (0: nothing was displaced).
+    fn put_first(&self, _rules: &[Rule]) -> Result<usize, FilterError> {
+        Ok(0)
+    }
     /// Of node-cache's rules `all`, leaves only `keep` in place; returns how many went.
     fn retain(&self, keep: &[Rule], all: &[Rule]) -> Result<usize, Vec<FilterError>> {
         let gone: Vec<Rule> = all.iter().filter(|r| !keep.contains(r)).cloned().collect();

@@ -12,6 +12,8 @@ use std::process::{Command, Output, Stdio};
 use crate::filter::{all_removals, CheckReport, EnsureReport, FilterError, PacketFilter};
 use crate::rules::{Rule, COMMENT_ALLOW_TRAFFIC, COMMENT_SKIP_CONNTRACK};
 
+mod position;
+
 const LOCK_WAIT_SECS: u32 = 5;
 const EXIT_RULE_ABSENT: i32 = 1;
 const EXIT_RESOURCE_PROBLEM: i32 = 4;
@@ -123,8 +125,18 @@ impl IptablesBackend {
             }
             input.push_str("COMMIT\n");
         }
+        let what = format!(
+            "{}-restore --noflush ({op:?} {} rules)",
+            self.cmd,
+            rules.len()
+        );
+        self.restore(&input, &what)
+    }
+
+    /// Feeds `input` to one `iptables-restore --noflush` (one transaction per table in it);
+    /// `what` names the call in an error.
+    fn restore(&self, input: &str, what: &str) -> Result<(), FilterError> {
         let restore = format!("{}-restore", self.cmd);
-        let what = format!("{restore} --noflush ({op:?} {} rules)", rules.len());
         let unavailable = |e: std::io::Error| FilterError::Unavailable {
             tool: self.cmd,
             reason: format!("{restore}: {e}"),
@@ -327,6 +339,14 @@ impl PacketFilter for IptablesBackend {
             }
         }
         Ok(report)
+    }
+
+    fn displaced(&self, rules: &[Rule]) -> Result<bool, FilterError> {
+        self.rules_displaced(rules)
+    }
+
+    fn put_first(&self, rules: &[Rule]) -> Result<usize, FilterError> {
+        self.move_rules_first(rules)
     }
 
     /// One batch deletes every copy `iptables-save` shows; if anything carrying our comments is

@@ -21,6 +21,12 @@
 //! chains only jump on `ct state new`, which an untracked packet is not. The accept chains
 //! mirror upstream's ACCEPT rules so both backends carry the same rule set.
 //!
+//! What the priorities guarantee (issue 21): our chains run before conntrack and before
+//! kube-proxy's, never after a rule someone inserts (no one else writes in our table). They do
+//! not order us before another table's base chain at the same or a lower priority on the same
+//! hook (at equal priority the kernel's order is unspecified); that is not checked, and
+//! [`PacketFilter::displaced`] stays false for this backend.
+//!
 //! The table is typed data (`table`): the [`Rule`]s rendered as nft text by one function, and
 //! `nft -j` output read back into [`Rule`]s with serde. Not the `nftables` crate: its schema has
 //! no catch-all for statements it does not know, so one foreign rule in our table would fail

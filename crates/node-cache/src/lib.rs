@@ -19,6 +19,7 @@ mod node_network;
 mod peers;
 pub mod readiness;
 mod reaper;
+mod rule_order;
 mod rules_policy;
 mod serving;
 mod shutdown_budget;

@@ -119,6 +119,40 @@ impl NodeNetwork {
         }
     }
 
+    /// Puts our rules back in front where a foreign rule got above them (crate::rule_order);
+    /// returns how many tables were rewritten. Nothing displaced costs one `iptables-save` per
+    /// table and no lock; a move runs under the peers' lock (the HA pair would race) and is
+    /// counted under `errortype="iptables"`, as is a failed move.
+    pub async fn keep_rules_first(&self) -> Result<usize> {
+        let Some(filter) = self.filter.clone() else {
+            return Ok(0);
+        };
+        let rules = self.rules.clone();
+        let (f, r) = (filter.clone(), rules.clone());
+        let displaced = tokio::task::spawn_blocking(move || f.displaced(&r)).await?;
+        match displaced {
+            Ok(false) => return Ok(0),
+            Ok(true) => {}
+            // Not counted: the same failure is counted by every -syncinterval's ensure, and
+            // counting it here would add two a second.
+            Err(e) => return Err(e.into()),
+        }
+        let _lock = crate::peers::lock(&self.interface_name, ENSURE_LOCK_WAIT).await;
+        let moved = tokio::task::spawn_blocking(move || filter.put_first(&rules)).await?;
+        match moved {
+            Ok(tables) => {
+                if tables > 0 {
+                    self.metrics.setup_error(ErrorType::Iptables);
+                }
+                Ok(tables)
+            }
+            Err(e) => {
+                self.metrics.setup_error(ErrorType::from(&e));
+                Err(e.into())
+            }
+        }
+    }
+
     /// Stops diverting queries to us: the rules that match queries go, those that keep our
     /// CoreDNS's answers untracked stay until it has stopped. Without them an answer to a
     /// query from before would create a conntrack entry that the pod's next query (same

@@ -118,6 +118,11 @@ impl RulesPolicy {
         }
     }
 
+    /// Whether our rules should be in place now (managed, inserted, not failing open).
+    pub fn in_place(&self) -> bool {
+        self.managed && self.in_place && !self.fail_open
+    }
+
     /// Ready for the kubelet: our CoreDNS serves and, when we manage them, the rules are in.
     pub fn ready(&self, serving: bool) -> bool {
         serving && !self.fail_open && (self.in_place || !self.managed)

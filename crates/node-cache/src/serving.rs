@@ -7,6 +7,7 @@
 //! | the Corefile's inputs change (file watch) or `-syncinterval` passes | re-render, SIGUSR1 |
 //! | the Kubernetes API reports a ConfigMap or the upstream Service changed | re-render, SIGUSR1 |
 //! | the interface loses its link or an address (netlink) | repaired at once |
+//! | every 500 ms | [`RuleOrder`]: our rules moved back in front of a foreign rule |
 //! | SIGTERM / SIGINT | the loop ends; [`leave_node`] follows, within one [`ShutdownBudget`] |
 
 use std::ffi::OsString;
@@ -28,6 +29,7 @@ use crate::metrics::{Metrics, ReloadResult};
 use crate::node_network::NodeNetwork;
 use crate::peers::{handover, Presence, Role};
 use crate::readiness::ReadyFile;
+use crate::rule_order::{self, RuleOrder};
 use crate::rules_policy::RulesPolicy;
 use crate::shutdown_budget::ShutdownBudget;
 use crate::signals::Signals;
@@ -49,6 +51,8 @@ pub struct Serving<'a> {
     started: Instant,
     child: ChildSupervisor,
     rules: RulesPolicy,
+    /// Our rules kept first in their chains (position checked every 500 ms).
+    rule_order: RuleOrder,
     ready: ReadyFile,
     /// Distinguishes the first answer (startup) from recoveries in the log.
     answered_before: bool,
@@ -122,6 +126,7 @@ impl<'a> Serving<'a> {
             started,
             child: ChildSupervisor::start(child_spec(config)),
             rules: RulesPolicy::new(config.setup_iptables, started),
+            rule_order: RuleOrder::default(),
             ready: ReadyFile::new(config.ready_file.clone()),
             answered_before: false,
             api,
@@ -136,6 +141,8 @@ impl<'a> Serving<'a> {
         let mut sync = interval(self.config.sync_interval);
         sync.set_missed_tick_behavior(MissedTickBehavior::Delay);
         sync.tick().await; // the first tick is immediate: startup just did that work
+        let mut order = interval(rule_order::CHECK_EVERY);
+        order.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let fail_open_at = self.rules.deadline();
             tokio::select! {
@@ -151,6 +158,9 @@ impl<'a> Serving<'a> {
                     }
                 }
                 _ = sync.tick() => self.sync().await,
+                _ = order.tick() => {
+                    self.rule_order.check(self.network, self.rules.in_place()).await;
+                }
                 _ = maybe(&mut watch, async |w| w.changed().await) => self.reconfigure(),
                 updates = kube_api::next(&mut self.api) => {
                     self.corefile.apply_api(updates);

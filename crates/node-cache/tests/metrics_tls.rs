@@ -204,10 +204,13 @@ fn tls_metrics_with_client_certificates_required() {
                 &file("server.pem"),
                 "-tls-private-key-file",
                 &file("server.key"),
-                "-tls-client-auth-type",
+                // node-local-dns #27's spellings (unit tests cover ours).
+                "-client-auth-type",
                 "RequireAndVerifyClientCert",
-                "-tls-client-ca-file",
+                "-client-ca-file",
                 &file("ca.pem"),
+                "-tls-min-version",
+                "772",
             ],
         )?;
         agent.wait_for_dns()?;

@@ -111,12 +111,13 @@ flags! {
         "TLS certificate (PEM) of the metrics endpoint";
     TlsPrivateKeyFile "tls-private-key-file": STRING, "/etc/ssl/tls.key", NewerUpstream,
         "TLS private key (PEM) of the metrics endpoint";
-    TlsClientAuthType "tls-client-auth-type": STRING, "NoClientCert", NewerUpstream,
+    TlsClientAuthType "tls-client-auth-type" | "client-auth-type": STRING, "NoClientCert", NewerUpstream,
         "TLS client authentication of the metrics endpoint, by Go's names";
-    TlsClientCaFile "tls-client-ca-file": STRING, "", NewerUpstream,
+    TlsClientCaFile "tls-client-ca-file" | "client-ca-file": STRING, "", NewerUpstream,
         "CA bundle verifying TLS clients of the metrics endpoint";
     TlsMinVersion "tls-min-version": STRING, "TLS13", NewerUpstream,
-        "minimum TLS version of the metrics endpoint: TLS12 or TLS13";
+        "minimum TLS version of the metrics endpoint: TLS12 or TLS13, or Go's numbers 771 or 772 \
+         (node-local-dns's spelling); TLS 1.0 and 1.1 are not offered";
     CorednsBinary "coredns-binary": STRING, "", Ours,
         "the CoreDNS binary to run (default: coredns on PATH, else /coredns)";
     FirewallBackend "firewall-backend": STRING, "iptables", Ours,
@@ -154,7 +155,7 @@ flags! {
     Pidfile "pidfile": STRING, "", CoreDns,
         "CoreDNS: path to write the pid file";
     DnsPort "dns.port" | "p": STRING, "53", CoreDns,
-        "CoreDNS: default port; also the DNS port in the rules and stub-domain blocks (alias -p)";
+        "CoreDNS: default port; also the DNS port in the rules and stub-domain blocks";
     Quiet "quiet": Kind::Bool, "false", CoreDns,
         "CoreDNS: quiet mode (no initialization output)";
     Version "version": Kind::Bool, "false", CoreDns,
@@ -221,6 +222,10 @@ pub fn usage() -> String {
         }
         text.push_str("\n    \t");
         text.push_str(&help(flag));
+        // One name per flag; the other spelling (upstream's, or CoreDNS's short one) is said.
+        if let Some(alias) = flag.alias {
+            text.push_str(&format!(" (alias -{alias} accepted)"));
+        }
         match (flag.kind, flag.default) {
             (_, "") | (Kind::Bool, "false") => {}
             (Kind::Bool, d) => text.push_str(&format!(" (default {d})")),

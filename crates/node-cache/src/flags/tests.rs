@@ -520,7 +520,14 @@ fn usage_lists_every_flag_go_style() {
         );
     }
     assert!(text.contains("(default \"0.0.0.0:9353\")"), "{text}");
-    assert!(text.contains("(alias -p)"), "{text}");
+    assert!(text.contains("(alias -p accepted)"), "{text}");
+    assert!(
+        text.contains("(alias -client-auth-type accepted)"),
+        "{text}"
+    );
+    assert!(text.contains("(alias -client-ca-file accepted)"), "{text}");
+    // One name per flag: the alias is not listed as a flag of its own.
+    assert!(!text.contains("  -client-auth-type"), "{text}");
     assert!(text.contains("(default true)"), "{text}");
     assert!(!text.contains("(default false)"), "{text}");
     assert!(!text.contains("(default \"\")"), "{text}");
@@ -562,4 +569,42 @@ fn the_readme_flag_table_is_the_flag_table() {
         "README.md's flag table differs from the flag table (UPDATE_README=1 rewrites it); \
          it should read:\n{want}"
     );
+}
+
+/// node-local-dns #27's code registers `-client-auth-type` and `-client-ca-file` and a numeric
+/// `-tls-min-version`; its description (and node-cache) spell the first two `-tls-…`. Both
+/// spellings land in the same place, the last given wins, and the number is passed through to
+/// the metrics endpoint, which checks it (`metrics::tls`).
+#[test]
+fn upstream_tls_spellings_are_aliases() {
+    for (auth, ca) in [
+        ("-tls-client-auth-type", "-tls-client-ca-file"),
+        ("-client-auth-type", "-client-ca-file"),
+        ("--client-auth-type", "--client-ca-file"),
+    ] {
+        let c = ok(&[
+            "-localip=169.254.20.10",
+            &format!("{auth}=RequireAndVerifyClientCert"),
+            ca,
+            "/etc/ssl/ca.crt",
+            "-tls-min-version",
+            "772",
+        ]);
+        assert_eq!(
+            c.tls.client_auth_type, "RequireAndVerifyClientCert",
+            "{auth}"
+        );
+        assert_eq!(
+            c.tls.client_ca_file,
+            Some(PathBuf::from("/etc/ssl/ca.crt")),
+            "{ca}"
+        );
+        assert_eq!(c.tls.min_version, "772");
+    }
+    let c = ok(&[
+        "-localip=169.254.20.10",
+        "-tls-client-auth-type=NoClientCert",
+        "-client-auth-type=RequestClientCert",
+    ]);
+    assert_eq!(c.tls.client_auth_type, "RequestClientCert");
 }

@@ -64,7 +64,9 @@ impl ClientAuth {
 }
 
 /// The lowest protocol version offered. rustls has nothing below TLS 1.2, so exporter-toolkit's
-/// `TLS10` and `TLS11` mean 1.2 here.
+/// `TLS10` and `TLS11` mean 1.2 here. node-local-dns's own code (#27) takes Go's numbers
+/// (`tls.VersionTLS12` = 771, `tls.VersionTLS13` = 772); its 769 and 770 are refused rather than
+/// raised, since a number is a version asked for by value and 1.0/1.1 are not offered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MinVersion {
     Tls12,
@@ -75,9 +77,14 @@ impl MinVersion {
     fn parse(text: &str) -> Result<Self, String> {
         match text {
             "TLS10" | "TLS11" | "TLS12" => Ok(MinVersion::Tls12),
-            "TLS13" => Ok(MinVersion::Tls13),
+            "TLS13" | "772" => Ok(MinVersion::Tls13),
+            "771" => Ok(MinVersion::Tls12),
+            "769" | "770" => Err(format!(
+                "-tls-min-version {text}: TLS 1.0 and 1.1 are not offered; want 771 (TLS12) or \
+                 772 (TLS13)"
+            )),
             other => Err(format!(
-                "-tls-min-version {other:?}: want TLS10, TLS11, TLS12 or TLS13"
+                "-tls-min-version {other:?}: want TLS10, TLS11, TLS12, TLS13, 771 or 772"
             )),
         }
     }

@@ -266,6 +266,9 @@ fn flag_values_as_exporter_toolkit_spells_them() {
         ("TLS11", MinVersion::Tls12),
         ("TLS12", MinVersion::Tls12),
         ("TLS13", MinVersion::Tls13),
+        // node-local-dns #27's spelling: Go's tls.VersionTLS12 and tls.VersionTLS13.
+        ("771", MinVersion::Tls12),
+        ("772", MinVersion::Tls13),
     ] {
         let settings = Settings::new(&flags("", None, version)).unwrap();
         assert_eq!(settings.min_version, expected, "{version}");
@@ -297,6 +300,20 @@ fn flag_values_as_exporter_toolkit_spells_them() {
         ),
         ("", None, "1.3", "-tls-min-version \"1.3\": want"),
         ("", None, "tls13", "-tls-min-version \"tls13\": want"),
+        (
+            "",
+            None,
+            "769",
+            "-tls-min-version 769: TLS 1.0 and 1.1 are not offered",
+        ),
+        (
+            "",
+            None,
+            "770",
+            "-tls-min-version 770: TLS 1.0 and 1.1 are not offered",
+        ),
+        ("", None, "773", "-tls-min-version \"773\": want"),
+        ("", None, "0x0304", "-tls-min-version \"0x0304\": want"),
     ] {
         let err = Settings::new(&flags(auth, ca, min)).unwrap_err();
         assert!(err.starts_with(reason), "{auth} {ca:?} {min}: {err}");
