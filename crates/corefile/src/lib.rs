@@ -2,8 +2,6 @@
 //! flags and the optional `kube-dns` ConfigMap (`stubDomains`, `upstreamNameservers`) in,
 //! Corefile text out; and which plugins a Corefile names ([`check_plugins`]). Pure apart from
 //! [`load_kube_dns_dir`] (reads) and [`write_atomic`] (writes).
-#![forbid(unsafe_code)]
-
 mod atomic;
 mod error;
 mod kube_dns;

@@ -5,8 +5,6 @@
 //! Used by the namespace tests (`testbed`: the query load and the one-shot querier) and by the
 //! lab (`kube-e2e`: the `dnsload` binary in the test pods and the driver on the host). No
 //! dependency beyond `anyhow`, so `dnsload` stays a small static binary.
-#![forbid(unsafe_code)]
-
 mod message;
 mod udp;
 

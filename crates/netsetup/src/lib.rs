@@ -2,8 +2,6 @@
 //! ([`interface`]) and the packet-filter rules that steer DNS traffic to it ([`rules`],
 //! applied by a [`filter::PacketFilter`] backend: iptables, both families through
 //! [`dual_stack`], or nftables; [`backend_select`] chooses).
-#![forbid(unsafe_code)]
-
 pub mod backend_select;
 pub mod dual_stack;
 pub mod events;

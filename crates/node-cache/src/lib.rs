@@ -7,8 +7,6 @@
 //! (other instances on the node, and `peers::handover`) and `readiness`), `metrics` (the
 //! agent's Prometheus endpoint). A library so that the fuzz targets reach the parsers;
 //! `main.rs` is the binary.
-#![forbid(unsafe_code)]
-
 mod config_watch;
 mod corefile_sync;
 pub mod flags;

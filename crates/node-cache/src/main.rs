@@ -1,6 +1,4 @@
 //! The node-cache binary: parse the command line, then hand over to the supervisor.
-#![forbid(unsafe_code)]
-
 use node_cache::{flags, info, readiness, supervisor};
 
 use std::io::IsTerminal;

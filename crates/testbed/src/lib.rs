@@ -4,8 +4,6 @@
 //!
 //! Every namespace and process made here is removed in `Drop`, so a failing (panicking) test
 //! leaves nothing behind.
-#![forbid(unsafe_code)]
-
 pub mod agent;
 pub mod dig;
 pub mod faults;
