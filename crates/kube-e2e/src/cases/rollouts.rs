@@ -177,13 +177,22 @@ fn unready_until_serving(lab: &Lab) -> Result<String> {
         .context("node-local-dns ConfigMap has no Corefile")?
         .to_string();
     // CoreDNS refuses a cache block with a capacity that is not a number (node-cache checks
-    // plugin names, not their arguments), at start and at reload alike.
-    let bad = good.replacen(
-        "cache 30\n",
-        "cache 30 {\n        success not-a-number\n    }\n",
-        1,
-    );
-    ensure!(bad != good, "no `cache 30` line in the Corefile to break");
+    // plugin names, not their arguments), at start and at reload alike. The shipped Corefile's
+    // cache has a block (serve_stale, prefetch); an operator's may be the bare line.
+    let bad = if good.contains("cache 30 {\n") {
+        good.replacen(
+            "cache 30 {\n",
+            "cache 30 {\n        success not-a-number\n",
+            1,
+        )
+    } else {
+        good.replacen(
+            "cache 30\n",
+            "cache 30 {\n        success not-a-number\n    }\n",
+            1,
+        )
+    };
+    ensure!(bad != good, "no `cache 30` in the Corefile to break");
     set_corefile(lab, &bad)?;
     let stalled = (|| -> Result<String> {
         restart(lab, DS)?;
